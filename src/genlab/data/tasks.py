@@ -1,0 +1,203 @@
+"""The task registry: what a task is (its spec and splits) and how training batches are drawn from it.
+
+A task keeps each split in memory as uint8 tensors (decoded once), so batches are gathered and augmented
+with tensor ops. Batches are a pure function of (seed, step): resuming at step k draws exactly the batches an
+uninterrupted run would have drawn, with no data-loader state to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from genlab.config import DataConfig
+from genlab.data.transforms import jitter_batch
+from genlab.utils import GenlabError, derive_seed, make_generator, uint8_to_signed
+
+TaskKind = Literal["paired", "unpaired", "labelled"]
+SPLITS = ("train", "val", "test")
+
+# The fields each task kind yields (DESIGN.md section 3).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "paired": ("source", "target"),
+    "unpaired": ("a", "b"),
+    "labelled": ("image", "label"),
+}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a model needs to know about its task to build its networks."""
+
+    name: str
+    kind: TaskKind
+    image_size: int
+    source_channels: int  # channels of "source" (paired), "a" (unpaired) or "image" (labelled)
+    target_channels: int  # channels of "target" (paired), "b" (unpaired) or "image" (labelled)
+    num_classes: int = 0  # > 0 for labelled tasks with class labels
+    # Fields holding label maps drawn with a palette: resized with nearest-neighbour so no new colours appear.
+    label_map_fields: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass
+class ImageSplit:
+    """One split held in memory: uint8 image tensors (N, C, H, W) and int64 labels, plus item names."""
+
+    fields: dict[str, torch.Tensor]
+    names: list[str] = field(default_factory=list)  # one per item of the first field; output file names
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            first = next(iter(self.fields.values()))
+            self.names = [f"{index:05d}" for index in range(len(first))]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.fields.values())))
+
+    def subset(self, indices: torch.Tensor | list[int], key: str | None = None) -> dict[str, torch.Tensor]:
+        """The items at `indices` of one field (or of every field of equal length when `key` is None)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if key is not None:
+            return {key: self.fields[key][index]}
+        return {name: values[index] for name, values in self.fields.items()}
+
+
+class Task:
+    """A named dataset with a spec and lazily built splits."""
+
+    def __init__(
+        self, spec: TaskSpec, load_split: Callable[[str], ImageSplit], config: DataConfig | None = None
+    ) -> None:
+        self.spec = spec
+        self.config = config or DataConfig(task=spec.name, image_size=spec.image_size)
+        self._load_split = load_split
+        self._splits: dict[str, ImageSplit] = {}
+
+    def split(self, name: str) -> ImageSplit:
+        if name not in SPLITS:
+            raise GenlabError(f"unknown split {name!r} (valid: {', '.join(SPLITS)})")
+        if name not in self._splits:
+            loaded = self._load_split(name)
+            if name == "train" and self.config.train_limit is not None:
+                limit = self.config.train_limit
+                loaded = ImageSplit(
+                    {key: value[:limit] for key, value in loaded.fields.items()}, loaded.names[:limit]
+                )
+            if len(loaded) == 0:
+                raise GenlabError(f"task {self.spec.name}: the {name} split is empty")
+            self._splits[name] = loaded
+        return self._splits[name]
+
+    def training_batch(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+        """The augmented training batch for `step`: float images in [-1, 1], int64 labels."""
+        split = self.split("train")
+        generator = make_generator(derive_seed(seed, step, 1))
+        if self.spec.kind == "unpaired":
+            # CycleGAN draws the two domains independently; each has its own epoch permutation.
+            items = {}
+            for offset, key in enumerate(("a", "b")):
+                count = len(split.fields[key])
+                indices = epoch_batch_indices(count, batch_size, step, derive_seed(seed, offset))
+                items.update(split.subset(indices, key))
+        else:
+            indices = epoch_batch_indices(len(split), batch_size, step, seed)
+            items = split.subset(indices)
+        return self.prepare(items, generator=generator, augment=True)
+
+    def prepare(
+        self, items: dict[str, torch.Tensor], generator: torch.Generator | None = None, augment: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """uint8 items -> model batch: images to float [-1, 1] (jittered when `augment`), labels as int64."""
+        images = {key: value for key, value in items.items() if value.dtype == torch.uint8}
+        batch = {key: value.long() for key, value in items.items() if value.dtype != torch.uint8}
+        floats = {key: uint8_to_signed(value) for key, value in images.items()}
+        if augment:
+            floats = jitter_batch(
+                floats,
+                load_size=self.config.resolved_load_size(),
+                crop_size=self.spec.image_size,
+                flip=self.config.flip,
+                nearest_fields=self.spec.label_map_fields,
+                generator=generator,
+            )
+        batch.update(floats)
+        return batch
+
+
+def epoch_batch_indices(count: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the batch for `step`: shuffled epochs without replacement, each epoch seeded by (seed, epoch)."""
+    if count <= 0:
+        raise GenlabError("cannot draw batches from an empty split")
+    batches_per_epoch = max(1, count // batch_size)
+    epoch, position = divmod(step, batches_per_epoch)
+    permutation = torch.randperm(count, generator=make_generator(derive_seed(seed, epoch)))
+    if count < batch_size:  # tiny sets: repeat the permutation to fill the batch
+        permutation = permutation.repeat(-(-batch_size // count))
+    return permutation[position * batch_size : (position + 1) * batch_size]
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """A registered task: its kind, a one-line description, and how to build it from a DataConfig."""
+
+    name: str
+    kind: TaskKind
+    description: str
+    build: Callable[[DataConfig], Task]
+    available: Callable[[DataConfig], bool]
+    native_size: int | None = None  # the size of the source images, None if any size
+
+
+def _registry() -> dict[str, TaskEntry]:
+    from genlab.data import download, facades_synth, fashion_mnist
+
+    entries = [
+        TaskEntry(
+            "facades-synth", "paired",
+            "procedural building facades: 12-class label map -> photo-like rendering (embedded, any size)",
+            facades_synth.build_task, lambda config: True, None,
+        ),
+        TaskEntry(
+            "facades", "paired",
+            "pix2pix CMP facades: label map -> photo, 400 train pairs (downloaded once, then cached)",
+            download.build_facades_task, download.facades_available, 256,
+        ),
+        TaskEntry(
+            "fashion-mnist", "labelled",
+            "Fashion-MNIST garments, 10 classes (IDX files; Debian package dataset-fashion-mnist)",
+            fashion_mnist.build_fashion_mnist_task, fashion_mnist.available, 28,
+        ),
+        TaskEntry(
+            "edges2fashion", "paired",
+            "Fashion-MNIST edge map -> garment (IDX files; Debian package dataset-fashion-mnist)",
+            fashion_mnist.build_edges2fashion_task, fashion_mnist.available, 28,
+        ),
+        TaskEntry(
+            "edges2fashion-unpaired", "unpaired",
+            "edges2fashion with the pairing removed: edges and garments from disjoint halves (for CycleGAN)",
+            fashion_mnist.build_edges2fashion_unpaired_task, fashion_mnist.available, 28,
+        ),
+    ]
+    return {entry.name: entry for entry in entries}
+
+
+def task_entries() -> dict[str, TaskEntry]:
+    """Every registered task by name (folder:PATH tasks are not listed: they are any folder)."""
+    return _registry()
+
+
+def get_task(config: DataConfig) -> Task:
+    """Build the task named by `config.task`: a registered name or `folder:PATH`."""
+    name = config.task
+    if name.startswith("folder:"):
+        from genlab.data import folders
+
+        return folders.build_folder_task(config)
+    entries = _registry()
+    if name not in entries:
+        raise GenlabError(f"unknown task {name!r} (valid: {', '.join(entries)}, or folder:PATH)")
+    return entries[name].build(config)

@@ -1,0 +1,125 @@
+"""Small helpers shared by every genlab module: errors, seeding, devices, image conversions, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class GenlabError(Exception):
+    """A user-facing error: bad input, config or environment. The CLI prints it on one line and exits 2."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from one run seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Pick the device: `auto` prefers cuda > mps > cpu; anything else is passed to torch.device."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as error:
+            raise GenlabError(f"train.device: unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise GenlabError(f"train.device: {name!r} asked for but CUDA is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator seeded with `seed`, on `device`."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed) % 2**63)
+    return generator
+
+
+def derive_seed(*parts: int) -> int:
+    """Mix several integers (run seed, step, index...) into one 63-bit seed, stable across runs and machines."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value ^= int(part) + 0x9E3779B97F4A7C15 + ((value << 6) & (2**64 - 1)) + (value >> 2)
+        value &= 2**64 - 1
+    return value % 2**63
+
+
+def uint8_to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] -> float32 in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def signed_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float images in [-1, 1] -> uint8 in [0, 255] (clamped, rounded)."""
+    return ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def signed_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """float images in [-1, 1] -> [0, 1] (clamped)."""
+    return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def pil_to_uint8(image) -> torch.Tensor:
+    """A PIL image (L or RGB) -> uint8 tensor (C, H, W)."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def uint8_to_pil(image: torch.Tensor):
+    """A uint8 tensor (C, H, W) with 1 or 3 channels -> PIL image."""
+    from PIL import Image
+
+    array = image.detach().cpu().permute(1, 2, 0).numpy()
+    if array.shape[2] == 1:
+        return Image.fromarray(array[:, :, 0], mode="L")
+    return Image.fromarray(array, mode="RGB")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed over `path`, on error removed.
+
+    A crash or a full disk therefore never leaves a half-written file where a good one was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        with open(temporary_path, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary_path, target)
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to `path` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
+
+def format_count(count: float) -> str:
+    """12345678 -> '12.3M' (for parameter counts and throughputs)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(count) >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return f"{count:.0f}"
