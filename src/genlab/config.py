@@ -217,3 +217,25 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             raise GenlabError(f"{where}: expected a string, got {value!r}")
         return value
     raise GenlabError(f"{where}: unsupported config type {hint}")
+
+
+def build_run_config(
+    model: str, preset: str | None = None, values: dict[str, Any] | None = None, assignments: list[str] | None = None
+) -> RunConfig:
+    """Resolve a run config: dataclass defaults < the family's preset < `values` (dotted keys) < `assignments`."""
+    from genlab.models import get_model_class
+
+    model_class = get_model_class(model)
+    preset = preset or model_class.default_preset
+    if preset not in model_class.presets:
+        valid = ", ".join(model_class.presets)
+        raise GenlabError(f"unknown preset {preset!r} for model {model_class.name!r} (valid: {valid})")
+    config = RunConfig(model=model_class.name, preset=preset, net=model_class.config_class())
+    for key, value in model_class.presets[preset].items():
+        set_value(config, key, value, source=f"preset {preset}")
+    for key, value in (values or {}).items():
+        if value is not None:
+            set_value(config, key, value, source="option")
+    for assignment in assignments or []:
+        apply_override(config, assignment)
+    return config

@@ -123,3 +123,52 @@ def format_count(count: float) -> str:
         if abs(count) >= scale:
             return f"{count / scale:.1f}{unit}"
     return f"{count:.0f}"
+
+
+def to_model_batch(images, channels: int, size: int, nearest: bool = False):
+    """Coerce PIL image(s) or a tensor into a float batch (B, C, size, size) in [-1, 1].
+
+    Returns the batch and a function mapping a model output batch back to the input's form: PIL in -> PIL
+    out, a single image in -> a single image out, uint8 in -> uint8 out.
+    """
+    import torch.nn.functional as F
+    from PIL import Image
+
+    single = False
+    as_pil = False
+    if isinstance(images, Image.Image):
+        images, single = [images], True
+    if isinstance(images, (list, tuple)) and images and isinstance(images[0], Image.Image):
+        as_pil = True
+        mode = "L" if channels == 1 else "RGB"
+        resample = Image.NEAREST if nearest else Image.BICUBIC
+        tensors = [pil_to_uint8(image.convert(mode).resize((size, size), resample)) for image in images]
+        batch = uint8_to_signed(torch.stack(tensors))
+        as_uint8 = True
+    elif isinstance(images, torch.Tensor):
+        as_uint8 = images.dtype == torch.uint8
+        if images.dim() == 3:
+            images, single = images[None], True
+        if images.dim() != 4:
+            raise GenlabError(f"expected images shaped (C, H, W) or (B, C, H, W), got {tuple(images.shape)}")
+        batch = uint8_to_signed(images) if as_uint8 else images.float()
+        if batch.shape[-2:] != (size, size):
+            mode = "nearest-exact" if nearest else "bicubic"
+            batch = F.interpolate(batch, size=(size, size), mode=mode).clamp(-1, 1)
+    else:
+        raise GenlabError(f"expected a PIL image, a list of them, or a tensor; got {type(images).__name__}")
+    if batch.shape[1] != channels:
+        if batch.shape[1] == 1 and channels == 3:
+            batch = batch.repeat(1, 3, 1, 1)
+        else:
+            raise GenlabError(f"expected images with {channels} channel(s), got {batch.shape[1]}")
+
+    def restore(output: torch.Tensor):
+        output = output.detach().cpu()
+        if as_pil:
+            pictures = [uint8_to_pil(image) for image in signed_to_uint8(output)]
+            return pictures[0] if single else pictures
+        result = signed_to_uint8(output) if as_uint8 else output
+        return result[0] if single else result
+
+    return batch, restore

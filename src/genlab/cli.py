@@ -1,0 +1,281 @@
+"""The `genlab` command. Thin: it parses arguments, builds configs and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from genlab import __version__
+from genlab.utils import GenlabError
+
+EPILOG = """examples:
+  genlab data list
+  genlab train pix2pix --task facades-synth --preset quick --out runs/p2p
+  genlab evaluate runs/p2p --baselines
+  genlab translate runs/p2p labels/*.png --out translated/
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the subcommand; user errors print one line and exit with code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except GenlabError as error:
+        print(f"genlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genlab",
+        description="Train, sample, evaluate and compare generative image models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"genlab {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_data(commands)
+    _add_train(commands)
+    _add_translate(commands)
+    _add_evaluate(commands)
+    return parser
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+def _add_data(commands) -> None:
+    data = commands.add_parser("data", help="list, show and export datasets", description="Datasets (tasks).")
+    actions = data.add_subparsers(title="actions", metavar="ACTION")
+
+    listing = actions.add_parser("list", help="list the tasks, their kind, size and offline availability")
+    listing.add_argument("--data-root", help="folder searched first for on-disk datasets")
+    listing.set_defaults(handler=_data_list)
+
+    show = actions.add_parser("show", help="save a grid of examples of a task as PNG")
+    show.add_argument("task", help="task name (see `genlab data list`) or folder:PATH")
+    show.add_argument("--out", required=True, help="PNG file to write")
+    show.add_argument("--split", default="train", choices=["train", "val", "test"])
+    show.add_argument("--count", type=int, default=8, help="items to show (default 8)")
+    show.add_argument("--size", type=int, default=None, help="image size in pixels (default: the task's)")
+    show.add_argument("--data-root", help="folder searched first for on-disk datasets")
+    show.set_defaults(handler=_data_show)
+
+    export = actions.add_parser("export", help="write a paired task as pix2pix aligned A|B PNGs")
+    export.add_argument("task", help="a paired task, e.g. facades-synth")
+    export.add_argument("--out", required=True, help="folder to write train/ val/ test/ into")
+    export.add_argument("--size", type=int, default=None, help="image size in pixels (default: the task's)")
+    export.add_argument("--data-root", help="folder searched first for on-disk datasets")
+    export.set_defaults(handler=_data_export)
+    data.set_defaults(handler=lambda args: data.print_help() or 2)
+
+
+def _data_config(task: str, size: int | None, data_root: str | None):
+    from genlab.config import DataConfig
+    from genlab.data.tasks import task_entries
+
+    entry = task_entries().get(task)
+    default_size = 64 if entry is None or entry.native_size is None else entry.native_size
+    return DataConfig(task=task, image_size=size or default_size, data_root=data_root)
+
+
+def _data_list(args) -> int:
+    from genlab.data.tasks import task_entries
+
+    config = _data_config("facades-synth", None, args.data_root)
+    print(f"{'task':<24} {'kind':<9} {'size':>5}  {'offline':<8} description")
+    for entry in task_entries().values():
+        config.task = entry.name
+        available = "yes" if entry.available(config) else "no"
+        size = "any" if entry.native_size is None else str(entry.native_size)
+        print(f"{entry.name:<24} {entry.kind:<9} {size:>5}  {available:<8} {entry.description}")
+    print(f"{'folder:PATH':<24} {'any':<9} {'any':>5}  {'yes':<8} your images: aligned A|B, trainA/trainB, or class folders")
+    return 0
+
+
+def _data_show(args) -> int:
+    from genlab.data.tasks import FIELDS, get_task
+    from genlab.grid import save_grid
+
+    task = get_task(_data_config(args.task, args.size, args.data_root))
+    split = task.split(args.split)
+    count = min(args.count, len(split))
+    image_keys = [key for key in FIELDS[task.spec.kind] if split.fields[key].dim() == 4]
+    rows = [task.prepare({key: split.fields[key][:count]})[key] for key in image_keys]
+    save_grid(rows, args.out, scale=max(1, 128 // task.spec.image_size))
+    print(f"wrote {args.out}: {count} {args.split} items of {task.spec.name} ({' | '.join(FIELDS[task.spec.kind])})")
+    return 0
+
+
+def _data_export(args) -> int:
+    from genlab.data.folders import write_aligned_pairs
+    from genlab.data.tasks import SPLITS, get_task
+
+    task = get_task(_data_config(args.task, args.size, args.data_root))
+    if task.spec.kind != "paired":
+        raise GenlabError(f"data export: {args.task} is a {task.spec.kind} task; only paired tasks export as A|B")
+    for split_name in SPLITS:
+        split = task.split(split_name)
+        write_aligned_pairs(split, Path(args.out) / split_name)
+        print(f"wrote {len(split)} {split_name} pairs to {Path(args.out) / split_name}")
+    return 0
+
+
+# --- train --------------------------------------------------------------------------------------------------
+def _add_train(commands) -> None:
+    train = commands.add_parser(
+        "train", help="train a model on a task",
+        description="Train a model family on a task. Settings resolve as: family defaults < --preset < options "
+        "< --set. The resolved config is saved as RUN/config.yaml; checkpoints go to RUN/checkpoints/.",
+        epilog="example: genlab train pix2pix --task facades-synth --preset quick --steps 2000 --set net.gan_loss=lsgan",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("model", nargs="?", help="model family (pix2pix, ...); omit with --resume")
+    train.add_argument("--task", help="task name (see `genlab data list`) or folder:PATH (default facades-synth)")
+    train.add_argument("--preset", help="settings preset of the family: quick (default), paper, seed")
+    train.add_argument("--size", type=int, help="image size in pixels (sets data.image_size)")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimisation steps (sets train.steps)")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget in minutes (sets train.minutes)")
+    train.add_argument("--batch-size", type=int, help="images per step (sets train.batch_size)")
+    train.add_argument("--seed", type=int, help="run seed (data order, init, noise)")
+    train.add_argument("--device", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N")
+    train.add_argument("--data-root", help="folder searched first for on-disk datasets")
+    train.add_argument("--out", help="run directory (default runs/MODEL-TASK, numbered if taken)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config key, e.g. net.lambda_l1=50 (repeatable)")
+    train.add_argument("--config", help="start from a saved config.yaml instead of a preset")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+
+def _train(args) -> int:
+    from genlab.config import apply_override, build_run_config, load_run_config, set_value
+    from genlab.train.trainer import resume_config, train
+
+    options = {
+        "data.task": args.task, "data.image_size": args.size, "train.steps": args.steps,
+        "train.minutes": args.minutes, "train.batch_size": args.batch_size, "seed": args.seed,
+        "train.device": args.device, "data.data_root": args.data_root,
+    }
+    if args.resume:
+        if not args.out:
+            raise GenlabError("train --resume needs --out RUN, the run directory to continue")
+        config = resume_config(args.out)
+        if args.model and args.model != config.model:
+            raise GenlabError(f"{args.out} is a {config.model} run, not {args.model}")
+        if args.minutes is not None:  # a minutes budget replaces the step budget
+            config.train.steps = None
+        for key in ("train.steps", "train.minutes", "train.device"):
+            if options[key] is not None:
+                set_value(config, key, options[key], source="option")
+        for assignment in args.set:
+            apply_override(config, assignment)
+        run_dir = Path(args.out)
+    else:
+        if args.config:
+            config = load_run_config(args.config)
+            for key, value in options.items():
+                if value is not None:
+                    set_value(config, key, value, source="option")
+            for assignment in args.set:
+                apply_override(config, assignment)
+        else:
+            if not args.model:
+                from genlab.models import MODELS, get_model_class
+
+                get_model_class("pix2pix")  # registers the families
+                raise GenlabError(f"train: name a model (valid: {', '.join(sorted(MODELS))})")
+            if args.minutes is not None:
+                options["train.steps"] = None
+            config = build_run_config(args.model, args.preset, options, args.set)
+            if args.minutes is not None:
+                config.train.steps = None
+        run_dir = Path(args.out) if args.out else _free_run_dir(config.model, config.data.task)
+    if args.dry_run:
+        print(config.to_yaml(), end="")
+        return 0
+    result = train(config, run_dir, resume=args.resume, progress=not args.quiet)
+    print(f"{result.run_dir}: {result.steps} steps in {result.seconds / 60:.1f} min ({result.stopped_by})")
+    return 0
+
+
+def _free_run_dir(model: str, task: str) -> Path:
+    base = Path("runs") / f"{model}-{task.replace('folder:', '').replace('/', '_').strip('_')}"
+    candidate, number = base, 2
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{number}")
+        number += 1
+    return candidate
+
+
+# --- translate ----------------------------------------------------------------------------------------------
+def _add_translate(commands) -> None:
+    translate = commands.add_parser(
+        "translate", help="translate images with a trained run",
+        description="Translate source images with a run's model; writes one image per input, same file name.",
+    )
+    translate.add_argument("run", help="run directory")
+    translate.add_argument("inputs", nargs="+", help="image files or folders of images")
+    translate.add_argument("--out", required=True, help="folder for the outputs")
+    translate.add_argument("--aligned", action="store_true", help="inputs are A|B pairs: translate the left half")
+    translate.add_argument("--batch-size", type=int, default=16)
+    translate.add_argument("--device", default="auto")
+    translate.set_defaults(handler=_translate)
+
+
+def _translate(args) -> int:
+    from genlab.api import load_run
+    from genlab.translate import translate_files
+
+    loaded = load_run(args.run, device=args.device)
+    written = translate_files(loaded.model, args.inputs, Path(args.out), args.aligned, args.batch_size)
+    print(f"wrote {len(written)} images to {args.out}")
+    return 0
+
+
+# --- evaluate -----------------------------------------------------------------------------------------------
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="score a run on a held-out split and write RUN/eval.json",
+        description="Translate the split with the run's model and score it (PSNR, SSIM on [0, 1]).",
+    )
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--limit", type=int, help="score only the first N items")
+    evaluate.add_argument("--baselines", action="store_true",
+                          help="also score the mean-training-photo and nearest-neighbour baselines")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from genlab.evaluate import evaluate_run
+
+    results = evaluate_run(
+        args.run, split=args.split, batch_size=args.batch_size, device=args.device, limit=args.limit,
+        baselines=args.baselines,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{results['model']} on {results['task']} ({results['split']}, {results['count']} items, "
+          f"step {results['step']})")
+    rows = {"model": results["metrics"], **results.get("baselines", {})}
+    print(f"{'':<20} {'PSNR (dB)':>10} {'SSIM':>8}")
+    for name, metrics in rows.items():
+        print(f"{name:<20} {metrics['psnr']['value']:>10.2f} {metrics['ssim']['value']:>8.4f}")
+    print(f"wrote {Path(args.run) / 'eval.json'}")
+    return 0

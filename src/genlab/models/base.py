@@ -1,0 +1,219 @@
+"""The one small interface every model family implements, and the registry of families.
+
+A model owns its networks, optimisers, LR schedulers and EMA copies, and does its own update order inside
+`training_step` (a GAN needs a D step then a G step). The trainer only calls `training_step`, `preview` and
+the state methods, so a new family plugs in without touching the trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from genlab.data.tasks import TaskSpec
+from genlab.utils import GenlabError, to_model_batch
+
+
+@dataclass
+class Runtime:
+    """Where and how a model computes: set by the trainer (or by `genlab.load`) before use."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None  # None: full fp32
+    accelerator: Any = None  # an accelerate.Accelerator when launched with one
+
+    @staticmethod
+    def for_device(device: torch.device, precision: str = "auto") -> Runtime:
+        """Resolve a precision name for a device: mixed precision only on CUDA (bf16 where supported)."""
+        if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+            return Runtime(device)
+        if precision in ("fp16", "bf16") and device.type != "cuda":
+            raise GenlabError(f"train.precision={precision} needs a CUDA device (this run uses {device})")
+        if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+            return Runtime(device, torch.bfloat16)
+        return Runtime(device, torch.float16)
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Base class of every family: networks as submodules, optimisers in `self.optimizers`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    task_kinds: ClassVar[frozenset[str]]  # which TaskSpec.kind values the family supports
+    # Preset name -> dotted overrides ("train.steps": 2000, "net.width": 32, "data.image_size": 64...).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}}
+    default_preset: ClassVar[str] = "quick"
+
+    def __init__(self, config: Any, spec: TaskSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+        self.runtime = Runtime(torch.device("cpu"))
+        self._scalers: dict[str, torch.amp.GradScaler] = {}
+        self.step = 0  # optimisation steps done; saved in the training state
+
+    @classmethod
+    def build(cls, config: Any, spec: TaskSpec) -> GenerativeModel:
+        """Build the family's networks and optimisers for a task; unsupported task kinds are a clear error."""
+        if spec.kind not in cls.task_kinds:
+            kinds = ", ".join(sorted(cls.task_kinds))
+            raise GenlabError(
+                f"model {cls.name!r} does not support {spec.kind} tasks such as {spec.name!r} (it supports: {kinds})"
+            )
+        return cls(config, spec)
+
+    # --- the interface -------------------------------------------------------------------------------------
+    @abstractmethod
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step (all its sub-steps) on a batch; returns losses for logging."""
+
+    def translate(self, source: Any, generator: torch.Generator | None = None, **options) -> Any:
+        """Translate one image or a batch: a PIL image (or list of them) gives PIL back, a tensor gives a tensor.
+
+        Tensors may be (C, H, W) or (B, C, H, W), float in [-1, 1] or uint8. Inputs of another size are resized
+        to the model's image size (nearest for label maps) and outputs stay at that size.
+        """
+        nearest = "source" in self.spec.label_map_fields
+        batch, restore = to_model_batch(source, self.spec.source_channels, self.spec.image_size, nearest)
+        return restore(self.translate_batch(batch.to(self.device), generator=generator, **options))
+
+    def translate_batch(
+        self, source: torch.Tensor, generator: torch.Generator | None = None, **options
+    ) -> torch.Tensor:
+        """Map source images (B, C, H, W) in [-1, 1] to target images (B, C', H, W) in [-1, 1]."""
+        raise GenlabError(f"model {self.name!r} does not translate images (it is a generation model)")
+
+    def sample(
+        self, count: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None, **options
+    ) -> torch.Tensor:
+        """Generate `count` images in [-1, 1] (class-conditioned by `labels` when given)."""
+        raise GenlabError(f"model {self.name!r} does not sample unconditionally (it translates images)")
+
+    def preview(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Rows of images for the training preview grid (default: input | output | target for paired tasks)."""
+        if self.spec.kind == "paired":
+            with torch.no_grad():
+                output = self.translate_batch(batch["source"].to(self.device))
+            return [batch["source"], output, batch["target"]]
+        if self.spec.kind == "labelled":
+            labels = batch.get("label") if self.spec.num_classes else None
+            generator = torch.Generator(device="cpu").manual_seed(0)
+            with torch.no_grad():
+                return [batch["image"], self.sample(len(batch["image"]), labels=labels, generator=generator)]
+        raise NotImplementedError(f"{self.name} must define preview() for {self.spec.kind} tasks")
+
+    # --- runtime helpers for the families --------------------------------------------------------------------
+    def attach(self, runtime: Runtime) -> GenerativeModel:
+        """Move to the runtime's device and enable its mixed precision."""
+        self.runtime = runtime
+        self.to(runtime.device)
+        for optimizer in self.optimizers.values():  # optimiser state follows the parameters (after resume)
+            for state in optimizer.state.values():
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor) and key != "step":
+                        state[key] = value.to(runtime.device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context for forward passes (a no-op in fp32)."""
+        if self.runtime.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.runtime.device.type, dtype=self.runtime.autocast_dtype)
+
+    def optimize(self, loss: torch.Tensor, optimizer_name: str) -> None:
+        """zero_grad, backward (scaled in fp16, through Accelerate when present), step one optimiser."""
+        optimizer = self.optimizers[optimizer_name]
+        optimizer.zero_grad(set_to_none=True)
+        if self.runtime.accelerator is not None:
+            self.runtime.accelerator.backward(loss)
+            optimizer.step()
+        elif self.runtime.autocast_dtype == torch.float16:
+            scaler = self._scalers.setdefault(optimizer_name, torch.amp.GradScaler(self.runtime.device.type))
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    def end_step(self) -> None:
+        """Called by the trainer after each training_step: advance the step count and the LR schedulers."""
+        self.step += 1
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    # --- state -------------------------------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: networks (and EMA buffers), optimisers, schedulers, step."""
+        return {
+            "networks": self.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
+            "scalers": {name: scaler.state_dict() for name, scaler in self._scalers.items()},
+            "step": self.step,
+        }
+
+    def load_training_state(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        """Restore `training_state()`; with `weights_only` just the networks (for sampling and evaluation)."""
+        self.load_state_dict(state["networks"])
+        self.step = int(state.get("step", 0))
+        if weights_only:
+            return
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        for name, scaler_state in state.get("scalers", {}).items():
+            scaler = self._scalers.setdefault(name, torch.amp.GradScaler(self.runtime.device.type))
+            scaler.load_state_dict(scaler_state)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameter count per top-level network."""
+        return {
+            name: sum(p.numel() for p in module.parameters())
+            for name, module in self.named_children()
+            if any(True for _ in module.parameters())
+        }
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Turn off requires_grad for the modules' parameters inside the block (e.g. D during the G step)."""
+    flags = [(p, p.requires_grad) for module in modules for p in module.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+MODELS: dict[str, type[GenerativeModel]] = {}
+
+
+def register_model(cls: type[GenerativeModel]) -> type[GenerativeModel]:
+    """Class decorator adding a family to the registry under `cls.name`."""
+    MODELS[cls.name] = cls
+    return cls
+
+
+def get_model_class(name: str) -> type[GenerativeModel]:
+    """The family registered as `name`; an unknown name is an error listing the valid ones."""
+    import genlab.models  # noqa: F401  (imports every family module, which registers it)
+
+    if name not in MODELS:
+        raise GenlabError(f"unknown model {name!r} (valid: {', '.join(sorted(MODELS))})")
+    return MODELS[name]

@@ -1,0 +1,125 @@
+"""Pix2Pix (Isola et al. 2017): conditional GAN with a U-Net generator, a PatchGAN and an L1 term."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from genlab.models.base import GenerativeModel, frozen, register_model
+from genlab.models.losses import GANLoss, GANMode
+from genlab.nn.layers import NormKind, init_gan_weights
+from genlab.nn.patchgan import PatchDiscriminator, max_patchgan_layers
+from genlab.nn.unet import UNetGenerator, unet_depth
+
+
+@dataclass
+class Pix2PixConfig:
+    """Pix2Pix settings; defaults are the paper's (section 3 and appendix 6)."""
+
+    width: int = 64  # generator and discriminator base width (ngf = ndf)
+    norm: NormKind = "instance"
+    dropout: float = 0.5
+    dropout_blocks: int = 3  # decoder blocks with dropout, counted from the innermost
+    disc_layers: int = 3  # 3 -> the 70x70 PatchGAN
+    gan_loss: GANMode = "vanilla"  # vanilla = BCE (paper); lsgan = the seed report's L2 variant
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    # The paper halves D's objective to slow D relative to G.
+    disc_loss_weight: float = 0.5
+    # Dropout at inference gives pix2pix's (small) stochasticity; off by default for reproducible scores.
+    dropout_at_inference: bool = False
+
+
+@register_model
+class Pix2Pix(GenerativeModel):
+    """Paired image-to-image translation: G(source) -> target, D(source, image) -> real/fake patch logits."""
+
+    name = "pix2pix"
+    config_class = Pix2PixConfig
+    task_kinds = frozenset({"paired"})
+    presets = {
+        # The paper: 256 px, batch 1, 200 epochs of 400 facades = 80k steps.
+        "paper": {"data.image_size": 256, "train.batch_size": 1, "train.steps": 80_000, "net.width": 64},
+        # The seed report (Tables 1-3): 256 px, batch 1, 80,000 iterations; `net.gan_loss=lsgan` is its L2+L1.
+        "seed": {
+            "data.image_size": 256, "data.load_size": 300, "train.batch_size": 1, "train.steps": 80_000,
+            "net.width": 64,
+        },
+        # Small and fast on 2 CPU cores: about 4 minutes. lambda_L1 and the losses stay the paper's.
+        "quick": {
+            "data.image_size": 64, "train.batch_size": 4, "train.steps": 1500, "net.width": 32,
+            "train.sample_every": 250, "train.checkpoint_every": 500,
+        },
+    }
+    default_preset = "quick"
+
+    def __init__(self, config: Pix2PixConfig, spec) -> None:
+        super().__init__(config, spec)
+        self.generator = UNetGenerator(
+            spec.source_channels, spec.target_channels, depth=unet_depth(spec.image_size), width=config.width,
+            norm=config.norm, dropout=config.dropout, dropout_blocks=config.dropout_blocks,
+        )
+        # Tiny images cannot hold 3 stride-2 blocks; the PatchGAN then shrinks (70x70 needs 24 px or more).
+        layers = min(config.disc_layers, max_patchgan_layers(spec.image_size))
+        self.discriminator = PatchDiscriminator(
+            spec.source_channels + spec.target_channels, width=config.width, layers=layers,
+            norm=config.norm,
+        )
+        init_gan_weights(self)
+        self.gan_loss = GANLoss(config.gan_loss)
+        betas = (config.beta1, config.beta2)
+        self.optimizers = {
+            "generator": torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas),
+        }
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        source, target = batch["source"], batch["target"]  # (B, C, H, W) in [-1, 1]
+        self.train()
+        with self.autocast():
+            fake = self.generator(source)
+
+        # D step: real pairs toward 1, fake pairs toward 0; fake is detached so G gets no gradient here.
+        with self.autocast():
+            real_logits = self.discriminator(torch.cat([source, target], dim=1))
+            fake_logits = self.discriminator(torch.cat([source, fake.detach()], dim=1))
+        loss_d_real = self.gan_loss(real_logits, real=True)
+        loss_d_fake = self.gan_loss(fake_logits, real=False)
+        loss_d = self.config.disc_loss_weight * (loss_d_real + loss_d_fake)
+        self.optimize(loss_d, "discriminator")
+
+        # G step: fool the updated D (its weights frozen) and stay close to the target in L1.
+        with frozen(self.discriminator), self.autocast():
+            fake_logits = self.discriminator(torch.cat([source, fake], dim=1))
+        loss_g_gan = self.gan_loss(fake_logits, real=True, for_discriminator=False)
+        loss_g_l1 = F.l1_loss(fake.float(), target)
+        loss_g = loss_g_gan + self.config.lambda_l1 * loss_g_l1
+        self.optimize(loss_g, "generator")
+
+        return {
+            "loss_g": loss_g.item(), "loss_g_gan": loss_g_gan.item(), "loss_g_l1": loss_g_l1.item(),
+            "loss_d": loss_d.item(), "loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(),
+        }
+
+    @torch.no_grad()
+    def translate_batch(
+        self, source: torch.Tensor, generator: torch.Generator | None = None, **options
+    ) -> torch.Tensor:
+        """G(source) in [-1, 1]; `dropout=True` keeps dropout on (pix2pix's stochastic outputs)."""
+        dropout = options.pop("dropout", self.config.dropout_at_inference)
+        if options:
+            raise TypeError(f"pix2pix.translate got unknown options: {', '.join(options)}")
+        was_training = self.generator.training
+        self.generator.eval()
+        if dropout:
+            for module in self.generator.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.train()
+        with self.autocast():
+            output = self.generator(source.to(self.device))
+        self.generator.train(was_training)
+        return output.float()

@@ -1,0 +1,130 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genlab.config import build_run_config
+from genlab.data.tasks import TaskSpec
+from genlab.models import get_model_class
+from genlab.models.losses import GANLoss, gaussian_kl
+from genlab.nn.patchgan import PatchDiscriminator, patchgan_receptive_field
+from genlab.nn.unet import UNetGenerator, unet_depth
+from genlab.utils import GenlabError
+
+
+@pytest.mark.parametrize("size, depth", [(32, 5), (64, 6), (128, 7), (256, 8)])
+def test_unet_depth_follows_size_to_a_1x1_bottleneck(size, depth):
+    assert unet_depth(size) == depth
+    net = UNetGenerator(3, 3, depth, width=4)
+    codes = []
+    net.encoder[-1].register_forward_hook(lambda module, inputs, output: codes.append(output))
+    output = net(torch.randn(1, 3, size, size))
+    assert output.shape == (1, 3, size, size)
+    assert codes[0].shape[-2:] == (1, 1)
+    assert output.abs().max() <= 1.0  # Tanh
+
+
+def test_unet_paper_layout_at_256():
+    net = UNetGenerator(3, 3, 8, width=64)
+    widths = [block[-2 if i not in (0, 7) else -1].out_channels for i, block in enumerate(net.encoder)]
+    assert widths == [64, 128, 256, 512, 512, 512, 512, 512]  # C64-C128-C256-C512x5
+    dropouts = [any(isinstance(m, torch.nn.Dropout) for m in block) for block in net.decoder]
+    assert dropouts == [True, True, True, False, False, False, False, False]
+
+
+def test_unet_rejects_non_power_of_two():
+    with pytest.raises(ValueError, match="power-of-two"):
+        unet_depth(48)
+
+
+def test_unet_skips_carry_fine_detail():
+    """Each output pixel depends on the input pixel at the same place through the outermost skip."""
+    net = UNetGenerator(1, 1, 4, width=4, dropout_blocks=0).eval()
+    source = torch.zeros(1, 1, 16, 16, requires_grad=True)
+    net(source)[0, 0, 5, 9].backward()
+    assert source.grad[0, 0, 5, 9] != 0
+
+
+def test_patchgan_receptive_field_is_70():
+    assert patchgan_receptive_field(3) == 70
+    # Independent check: the gradient of one output logit is nonzero exactly on a 70x70 input window.
+    net = PatchDiscriminator(1, width=4, layers=3, norm="none")
+    torch.nn.init.constant_(net.net[-1].weight, 1.0)
+    for layer in net.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            torch.nn.init.constant_(layer.weight, 0.01)
+    net.eval()
+    images = torch.ones(1, 1, 160, 160, requires_grad=True)
+    logits = net(images)
+    logits[0, 0, logits.shape[2] // 2, logits.shape[3] // 2].backward()
+    rows = torch.nonzero(images.grad[0, 0].abs().sum(dim=1)).flatten()
+    columns = torch.nonzero(images.grad[0, 0].abs().sum(dim=0)).flatten()
+    assert rows.max() - rows.min() + 1 == 70 and columns.max() - columns.min() + 1 == 70
+
+
+def test_gan_losses_match_closed_forms():
+    logits = torch.tensor([-2.0, 0.0, 3.0])
+    vanilla = GANLoss("vanilla")
+    assert torch.isclose(vanilla(logits, real=True), -F.logsigmoid(logits).mean())
+    assert torch.isclose(vanilla(logits, real=False), -F.logsigmoid(-logits).mean())
+    lsgan = GANLoss("lsgan")
+    assert torch.isclose(lsgan(logits, real=True), ((logits - 1) ** 2).mean())
+    assert torch.isclose(lsgan(logits, real=False), (logits**2).mean())
+    hinge = GANLoss("hinge")
+    assert torch.isclose(hinge(logits, real=True), torch.tensor((3.0 + 1.0 + 0.0) / 3))
+    assert torch.isclose(hinge(logits, real=False, for_discriminator=False), -logits.mean())
+
+
+def test_gaussian_kl_matches_closed_form():
+    mu, logvar = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.2, -0.3]])
+    var = logvar.exp()
+    expected = 0.5 * (var + mu**2 - 1 - logvar).sum()
+    assert torch.isclose(gaussian_kl(mu, logvar), expected)
+    assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)) == 0
+
+
+def _model(gan_loss="vanilla", size=32):
+    config = build_run_config("pix2pix", "quick", {}, [f"net.gan_loss={gan_loss}", "net.width=8"]).net
+    return get_model_class("pix2pix").build(config, TaskSpec("t", "paired", size, 3, 3))
+
+
+@pytest.mark.parametrize("gan_loss", ["vanilla", "lsgan"])
+def test_training_step_updates_both_nets_with_finite_losses(gan_loss):
+    torch.manual_seed(0)
+    model = _model(gan_loss)
+    batch = {"source": torch.rand(2, 3, 32, 32) * 2 - 1, "target": torch.rand(2, 3, 32, 32) * 2 - 1}
+    before = {name: [p.clone() for p in module.parameters()] for name, module in model.named_children()}
+    losses = model.training_step(batch)
+    assert set(losses) >= {"loss_g", "loss_g_gan", "loss_g_l1", "loss_d"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert losses["loss_g"] == pytest.approx(losses["loss_g_gan"] + 100 * losses["loss_g_l1"], rel=1e-5)
+    for name, module in model.named_children():
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters())), name
+    assert all(p.requires_grad for p in model.discriminator.parameters())  # unfrozen after the G step
+
+
+def test_translate_accepts_pil_single_tensor_and_batch():
+    from PIL import Image
+
+    model = _model()
+    picture = Image.new("RGB", (50, 40), (200, 10, 10))
+    output = model.translate(picture)
+    assert isinstance(output, Image.Image) and output.size == (32, 32)
+    assert model.translate(torch.zeros(3, 32, 32)).shape == (3, 32, 32)
+    batch = model.translate(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+    assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.uint8
+    assert torch.equal(model.translate(torch.zeros(2, 3, 32, 32))[0], model.translate(torch.zeros(3, 32, 32)))
+
+
+def test_pix2pix_refuses_unpaired_tasks():
+    config = build_run_config("pix2pix").net
+    with pytest.raises(GenlabError, match="does not support labelled tasks"):
+        get_model_class("pix2pix").build(config, TaskSpec("fashion-mnist", "labelled", 32, 1, 1, 10))
+
+
+@pytest.mark.parametrize("size, layers", [(16, 2), (24, 3), (32, 3), (256, 3)])
+def test_patchgan_shrinks_only_for_tiny_images(size, layers):
+    from genlab.nn.patchgan import max_patchgan_layers
+
+    assert min(3, max_patchgan_layers(size)) == layers
+    net = PatchDiscriminator(6, width=4, layers=layers).train()
+    assert net(torch.zeros(2, 6, size, size)).shape[-1] >= 2

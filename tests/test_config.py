@@ -1,0 +1,76 @@
+import pytest
+
+from genlab.config import (
+    DataConfig,
+    apply_override,
+    build_run_config,
+    dataclass_from_dict,
+    load_run_config,
+)
+from genlab.utils import GenlabError
+
+
+def test_presets_resolve_in_order():
+    config = build_run_config("pix2pix", "quick", {"train.steps": 7}, ["net.lambda_l1=50", "seed=3"])
+    assert config.data.image_size == 64  # from the quick preset
+    assert config.train.steps == 7  # option beats preset
+    assert config.net.lambda_l1 == 50.0 and isinstance(config.net.lambda_l1, float)  # --set, int -> float
+    assert config.seed == 3
+    paper = build_run_config("pix2pix", "paper")
+    assert (paper.data.image_size, paper.train.batch_size, paper.net.lambda_l1) == (256, 1, 100.0)
+    assert (paper.net.lr, paper.net.beta1, paper.net.beta2) == (2e-4, 0.5, 0.999)
+
+
+def test_yaml_round_trip(tmp_path):
+    config = build_run_config("pix2pix", "seed", {}, ["net.gan_loss=lsgan", "data.flip=false"])
+    config.save(tmp_path / "config.yaml")
+    loaded = load_run_config(tmp_path / "config.yaml")
+    assert loaded == config
+    assert loaded.net.gan_loss == "lsgan" and loaded.data.flip is False
+
+
+@pytest.mark.parametrize(
+    "assignment, fragment",
+    [
+        ("net.nonsense=1", "unknown key 'net.nonsense'"),
+        ("bogus.key=1", "unknown key 'bogus.key'"),
+        ("train.steps=many", "train.steps: expected an integer"),
+        ("net.gan_loss=wgan", "'wgan' is not one of vanilla, lsgan, hinge"),
+        ("data.flip=3", "expected true or false"),
+        ("train.steps", "expected key=value"),
+    ],
+)
+def test_override_errors_name_the_key(assignment, fragment):
+    config = build_run_config("pix2pix")
+    with pytest.raises(GenlabError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        apply_override(config, assignment)
+
+
+def test_unknown_key_lists_valid_keys():
+    config = build_run_config("pix2pix")
+    with pytest.raises(GenlabError) as error:
+        apply_override(config, "net.lamda_l1=10")
+    assert "net.lambda_l1" in str(error.value)
+
+
+def test_unknown_model_and_preset_list_choices():
+    with pytest.raises(GenlabError, match="valid: .*pix2pix"):
+        build_run_config("pix3pix")
+    with pytest.raises(GenlabError, match="valid: paper, seed, quick"):
+        build_run_config("pix2pix", "fast")
+
+
+def test_optional_fields_accept_none_and_values():
+    config = dataclass_from_dict(DataConfig, {"load_size": None, "train_limit": 5}, "data")
+    assert config.load_size is None and config.train_limit == 5
+    assert config.resolved_load_size() == 75  # 64 * 300 / 256, the seed's 256 -> 300 jitter ratio
+
+
+def test_bad_yaml_file_named(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model: pix2pix\nnet: {width: [\n")
+    with pytest.raises(GenlabError, match="config.yaml"):
+        load_run_config(path)
+    path.write_text("model: pix2pix\ntrain: {stepz: 3}\n")
+    with pytest.raises(GenlabError, match="unknown key 'stepz'"):
+        load_run_config(path)
