@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_data(commands)
     _add_train(commands)
+    _add_sample(commands)
     _add_translate(commands)
     _add_evaluate(commands)
     return parser
@@ -217,6 +218,72 @@ def _free_run_dir(model: str, task: str) -> Path:
         candidate = base.with_name(f"{base.name}-{number}")
         number += 1
     return candidate
+
+
+# --- sample -------------------------------------------------------------------------------------------------
+def _add_sample(commands) -> None:
+    sample = commands.add_parser(
+        "sample", help="generate images with a trained generation run",
+        description="Generate images. Diffusion runs take a sampler (ddpm: ancestral, all steps; ddim: any "
+        "number of steps, eta 0 = deterministic), a guidance scale for class-conditional runs, and can "
+        "interpolate between noises (DDIM, eta 0).",
+        epilog="example: genlab sample runs/ddpm --sampler ddim --steps 50 --guidance 3 --out samples.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sample.add_argument("run", help="run directory")
+    sample.add_argument("--out", required=True, help="a .png file for a grid, or a folder for one PNG per image")
+    sample.add_argument("--count", type=int, default=None, help="images (default: 10 per class, or 64)")
+    sample.add_argument("--labels", help="comma-separated class labels (class-conditional runs), e.g. 0,0,3")
+    sample.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion sampler (default: the run's)")
+    sample.add_argument("--steps", type=int, help="sampling steps (ddim: any number up to T)")
+    sample.add_argument("--eta", type=float, help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like")
+    sample.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+    sample.add_argument("--interpolate", type=int, metavar="K",
+                        help="K-point spherical interpolations between two noises, one per row (DDIM, eta 0)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--batch-size", type=int, default=64)
+    sample.add_argument("--device", default="auto")
+    sample.set_defaults(handler=_sample)
+
+
+def _sample(args) -> int:
+    import torch
+
+    from genlab.api import load_run
+    from genlab.sample import interpolation_noise, sample_images, save_samples
+
+    loaded = load_run(args.run, device=args.device)
+    model, spec = loaded.model, loaded.model.spec
+    options = {key: value for key, value in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta),
+                                             ("guidance_scale", args.guidance)) if value is not None}
+    if args.eta is not None and not 0 <= args.eta <= 1:
+        raise GenlabError(f"--eta must be in [0, 1], got {args.eta}")
+    labels = None
+    if args.labels:
+        try:
+            labels = torch.tensor([int(item) for item in args.labels.split(",")])
+        except ValueError as error:
+            raise GenlabError(f"--labels: expected comma-separated integers, got {args.labels!r}") from error
+    classes = spec.num_classes if getattr(model, "conditional", False) else 0
+    if args.interpolate:
+        rows = args.count or 4
+        shape = (spec.target_channels, spec.image_size, spec.image_size)
+        noise = interpolation_noise(shape, rows, args.interpolate, args.seed)
+        if classes and labels is None:
+            labels = torch.arange(rows) % classes
+        row_labels = None if labels is None else labels.repeat_interleave(args.interpolate)
+        options.update(sampler="ddim", eta=0.0)
+        images = model.sample(len(noise), labels=row_labels, x_T=noise, **options)
+        columns = args.interpolate
+    else:
+        count = args.count or (len(labels) if labels is not None else (10 * classes if classes else 64))
+        if classes and labels is None:
+            labels = torch.arange(count) % classes
+        images = sample_images(model, count, labels, args.seed, args.batch_size, **options)
+        columns = classes if classes and not args.labels else min(count, 10)
+    written = save_samples(images, Path(args.out), columns)
+    print(f"wrote {len(images)} samples to {written[-1] if len(written) == 1 else args.out}")
+    return 0
 
 
 # --- translate ----------------------------------------------------------------------------------------------

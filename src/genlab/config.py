@@ -69,20 +69,29 @@ class RunConfig:
     net: Any = None  # the family's config dataclass
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Plain YAML-safe values (tuples become lists)."""
+        return _plain({
             "model": self.model,
             "preset": self.preset,
             "seed": self.seed,
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
             "net": dataclasses.asdict(self.net) if self.net is not None else {},
-        }
+        })
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, self.to_yaml())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def run_config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:

@@ -132,20 +132,26 @@ class GenerativeModel(nn.Module, ABC):
             return contextlib.nullcontext()
         return torch.autocast(self.runtime.device.type, dtype=self.runtime.autocast_dtype)
 
-    def optimize(self, loss: torch.Tensor, optimizer_name: str) -> None:
-        """zero_grad, backward (scaled in fp16, through Accelerate when present), step one optimiser."""
+    def optimize(self, loss: torch.Tensor, optimizer_name: str, max_grad_norm: float | None = None) -> None:
+        """zero_grad, backward (scaled in fp16), optional gradient-norm clipping, then step one optimiser."""
         optimizer = self.optimizers[optimizer_name]
         optimizer.zero_grad(set_to_none=True)
+        scaler = None
         if self.runtime.accelerator is not None:
             self.runtime.accelerator.backward(loss)
-            optimizer.step()
         elif self.runtime.autocast_dtype == torch.float16:
             scaler = self._scalers.setdefault(optimizer_name, torch.amp.GradScaler(self.runtime.device.type))
             scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        else:
+            loss.backward()
+        if max_grad_norm is not None:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
 
     def end_step(self) -> None:
@@ -203,6 +209,12 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
 MODELS: dict[str, type[GenerativeModel]] = {}
 
+# Names users reach for that are not separate trainings.
+NOT_FAMILIES = {
+    "ddim": "ddim is a sampler, not a separate training: train ddpm (or cddim for translation), then "
+    "`genlab sample RUN --sampler ddim --steps 50`",
+}
+
 
 def register_model(cls: type[GenerativeModel]) -> type[GenerativeModel]:
     """Class decorator adding a family to the registry under `cls.name`."""
@@ -214,6 +226,8 @@ def get_model_class(name: str) -> type[GenerativeModel]:
     """The family registered as `name`; an unknown name is an error listing the valid ones."""
     import genlab.models  # noqa: F401  (imports every family module, which registers it)
 
+    if name in NOT_FAMILIES:
+        raise GenlabError(NOT_FAMILIES[name])
     if name not in MODELS:
         raise GenlabError(f"unknown model {name!r} (valid: {', '.join(sorted(MODELS))})")
     return MODELS[name]

@@ -1,0 +1,254 @@
+"""Diffusion families: `ddpm` (unconditional or class-conditional with classifier-free guidance) and `cddim`
+(image-conditional translation, the source concatenated to x_t as in the seed report's conditional DDIM).
+
+DDIM is a sampler, not a family: a `ddpm` run samples with `sampler="ddim"` (the default), any step count
+and eta. The network is a plain `DiffusionUNet(x_t, t, cond)`; the process (schedule, loss) and the samplers
+live in `genlab.diffusion` and are handed the network.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from genlab.diffusion.process import diffusion_loss
+from genlab.diffusion.samplers import DDIMSampler, DDPMSampler, evenly_spaced_timesteps, sample_loop
+from genlab.diffusion.schedules import NoiseSchedule
+from genlab.models.base import GenerativeModel, register_model
+from genlab.nn.diffusion_unet import (
+    DiffusionUNet,
+    DiffusionUNetConfig,
+    ddpm_unet_config,
+    quick_unet_config,
+    seed_unet_config,
+)
+from genlab.train.ema import ema_decay, ema_update
+from genlab.utils import GenlabError
+
+
+@dataclass
+class DiffusionConfig:
+    """Diffusion settings. Defaults suit short CPU runs; the presets set the papers' values."""
+
+    network: Literal["quick", "ddpm", "seed"] = "quick"  # quick: ~2M params; ddpm: Ho et al.; seed: table 4
+    base_width: int | None = None  # None: the network preset's
+    channel_mults: tuple[int, ...] | None = None
+    num_res_blocks: int | None = None
+    dropout: float | None = None
+    schedule: Literal["linear", "cosine", "cosine-angle"] = "linear"
+    timesteps: int = 1000
+    prediction: Literal["eps", "x0", "v"] = "eps"
+    class_conditional: bool = True  # for labelled tasks with classes; False trains an unconditional model
+    label_dropout: float = 0.1  # labels replaced by the null label this often, so one net learns both (CFG)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    # 1e-3 with warm-up trains a small net in a few thousand steps; DDPM's 2e-4 is for 800k-step runs.
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 200  # linear LR warm-up keeps the high LR from blowing up the first steps
+    grad_clip: float | None = 1.0
+    # EMA of the weights, used for sampling. The warm-up min(decay, (1+n)/(10+n)) makes it useful from the
+    # first hundreds of steps; a fixed 0.9999 would stay near the initialisation for a CPU-sized run.
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    # Sampling defaults (each can be overridden per call): DDIM-50 is ~20x faster than DDPM-1000.
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sample_steps: int = 50
+    eta: float = 0.0
+    guidance_scale: float = 3.0  # classifier-free guidance (class-conditional only); 1 = plain conditional
+    ddpm_variance: Literal["beta", "posterior"] = "beta"
+    preview_steps: int = 20  # DDIM steps for the training preview grids (cheap)
+
+
+class DiffusionModel(GenerativeModel):
+    """What ddpm and cddim share: the network and its EMA copy, the schedule, the loss and the samplers."""
+
+    config: DiffusionConfig
+
+    def __init__(self, config: DiffusionConfig, spec) -> None:
+        super().__init__(config, spec)
+        self.network = DiffusionUNet(self.unet_config(config, spec))
+        self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
+        self.schedule = NoiseSchedule(config.schedule, config.timesteps)
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizers = {"network": optimizer}
+        warmup = max(1, config.warmup_steps)
+        self.schedulers = {"network": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: min(1.0, (n + 1) / warmup))}
+
+    # --- what differs between the families -----------------------------------------------------------------
+    def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:
+        """(image size, image channels, condition channels, classes) of the denoiser."""
+        raise NotImplementedError
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x0, cond) of a training batch."""
+        raise NotImplementedError
+
+    def unet_config(self, config: DiffusionConfig, spec) -> DiffusionUNetConfig:
+        size, channels, cond_channels, classes = self.unet_size_and_channels(spec)
+        if config.network == "seed":
+            unet = seed_unet_config(channels, cond_channels, size, classes)
+        elif config.network == "ddpm":
+            unet = ddpm_unet_config(channels, size, cond_channels, classes)
+        else:
+            unet = quick_unet_config(channels, size, cond_channels, classes)
+        overrides: dict[str, Any] = {
+            key: getattr(config, key)
+            for key in ("base_width", "channel_mults", "num_res_blocks", "dropout")
+            if getattr(config, key) is not None
+        }
+        unet = DiffusionUNetConfig(**{**unet.__dict__, **overrides, "num_timesteps": config.timesteps})
+        # Changed channel_mults change the level sizes: keep attention only where a level still exists.
+        level_sizes = {unet.resolution(level) for level in range(unet.levels)}
+        attention = tuple(size for size in unet.attention_resolutions if size in level_sizes)
+        unet = DiffusionUNetConfig(**{**unet.__dict__, "attention_resolutions": attention})
+        unet.validate()
+        return unet
+
+    # --- training ---------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.network.train()
+        x0, cond = self.inputs(batch)
+        with self.autocast():
+            losses = diffusion_loss(self.network, self.schedule, x0, cond, self.config.prediction)
+        self.optimize(losses["loss"], "network", max_grad_norm=self.config.grad_clip)
+        ema_update(self.ema_network, self.network, ema_decay(self.step, self.config.ema_decay, self.config.ema_warmup))
+        return {"loss": losses["loss"].item(), "image_loss": losses["image_loss"].item()}
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        shape: tuple[int, ...],
+        cond: torch.Tensor | None = None,
+        null_cond: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        x_T: torch.Tensor | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        guidance_scale: float = 1.0,
+        use_ema: bool = True,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Run the reverse process from x_T (drawn from `generator` unless given) to images (B, C, H, W)."""
+        config = self.config
+        sampler = sampler or config.sampler
+        steps = steps or (config.timesteps if sampler == "ddpm" else config.sample_steps)
+        if not 1 <= steps <= config.timesteps:
+            raise GenlabError(f"sampling steps must be between 1 and {config.timesteps}, got {steps}")
+        if sampler == "ddim":
+            step_rule = DDIMSampler(self.schedule, eta=config.eta if eta is None else eta)
+        elif sampler == "ddpm":
+            step_rule = DDPMSampler(self.schedule, variance=config.ddpm_variance)
+        else:
+            raise GenlabError(f"unknown sampler {sampler!r} (valid: ddpm, ddim)")
+        if x_T is None:
+            device = generator.device if generator is not None else self.device
+            x_T = torch.randn(shape, generator=generator, device=device)
+        network = self.ema_network if use_ema else self.network
+        network.eval()
+        with self.autocast():
+            images = sample_loop(
+                network, step_rule, evenly_spaced_timesteps(config.timesteps, steps), x_T.to(self.device),
+                cond=cond, generator=generator, progress=progress, guidance_scale=guidance_scale,
+                null_cond=null_cond, prediction=config.prediction,
+            )
+        return images.float().clamp(-1.0, 1.0)
+
+
+@register_model
+class DDPM(DiffusionModel):
+    """Image generation by denoising diffusion (Ho et al. 2020); class-conditional with CFG on labelled tasks."""
+
+    name = "ddpm"
+    config_class = DiffusionConfig
+    task_kinds = frozenset({"labelled"})
+    presets = {
+        # Ho et al. 2020 on CIFAR-10: 35.7M-param net, linear schedule, lr 2e-4, batch 128, 800k steps, EMA 0.9999.
+        "paper": {"data.image_size": 32, "net.network": "ddpm", "net.lr": 2e-4, "net.warmup_steps": 5000,
+                  "net.ema_decay": 0.9999, "train.batch_size": 128, "train.steps": 800_000, "net.sampler": "ddpm"},
+        # Fashion-MNIST 28 -> 32 px, ~2M-param net; about 25 minutes on 2 CPU cores.
+        "quick": {"data.task": "fashion-mnist", "data.image_size": 32, "train.batch_size": 64, "train.steps": 3000, "train.sample_every": 500,
+                  "train.checkpoint_every": 500, "train.preview_count": 10},
+    }
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.class_conditional and self.spec.num_classes > 0
+
+    def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:
+        classes = spec.num_classes if self.config.class_conditional else 0
+        return spec.image_size, spec.target_channels, 0, classes
+
+    def inputs(self, batch):
+        if not self.conditional:
+            return batch["image"], None
+        labels = batch["label"]
+        dropped = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
+        return batch["image"], torch.where(dropped, torch.full_like(labels, self.spec.num_classes), labels)
+
+    def sample(self, count, labels=None, generator=None, **options):
+        """`count` images; class-conditional models take `labels` (B,) (default: cycling through the classes)."""
+        cond = null = None
+        guidance = options.pop("guidance_scale", self.config.guidance_scale)
+        if self.conditional:
+            if labels is None:
+                labels = torch.arange(count) % self.spec.num_classes
+            cond = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+            if len(cond) != count:
+                raise GenlabError(f"sample: {len(cond)} labels for {count} images")
+            if cond.min() < 0 or cond.max() >= self.spec.num_classes:
+                raise GenlabError(f"sample: labels must be in 0..{self.spec.num_classes - 1}")
+            null = torch.full_like(cond, self.spec.num_classes)
+        elif labels is not None:
+            raise GenlabError("sample: this ddpm run is unconditional; it takes no labels")
+        shape = (count, self.spec.target_channels, self.spec.image_size, self.spec.image_size)
+        return self.generate(shape, cond, null, generator, guidance_scale=guidance if cond is not None else 1.0,
+                             **options)
+
+    def preview(self, batch):
+        labels = batch["label"] if self.conditional else None
+        generator = torch.Generator().manual_seed(0)
+        samples = self.sample(len(batch["image"]), labels=labels, generator=generator,
+                              steps=self.config.preview_steps, sampler="ddim")
+        return [batch["image"], samples]
+
+
+@register_model
+class ConditionalDDIM(DiffusionModel):
+    """Image-to-image diffusion: the denoiser sees x_t with the source image concatenated (seed report, DDIM)."""
+
+    name = "cddim"
+    config_class = DiffusionConfig
+    task_kinds = frozenset({"paired"})
+    presets = {
+        # The seed report (tables 4-6): its network, the cosine-angle schedule, AdamW 1e-4 wd 5e-5, batch 2, 64 px.
+        "seed": {"data.image_size": 64, "net.network": "seed", "net.schedule": "cosine-angle", "net.lr": 1e-4,
+                 "net.optimizer": "adamw", "net.weight_decay": 5e-5, "train.batch_size": 2, "train.steps": 80_000,
+                 "net.guidance_scale": 1.0},
+        "paper": {"data.image_size": 64, "net.network": "ddpm", "net.lr": 2e-4, "train.batch_size": 16,
+                  "train.steps": 200_000, "net.guidance_scale": 1.0},
+        # facades-synth at 64 px, ~2.6M-param net; about 20 minutes on 2 CPU cores.
+        "quick": {"data.image_size": 64, "train.batch_size": 16, "train.steps": 2500, "train.sample_every": 500,
+                  "train.checkpoint_every": 500, "net.guidance_scale": 1.0},
+    }
+
+    def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:
+        return spec.image_size, spec.target_channels, spec.source_channels, 0
+
+    def inputs(self, batch):
+        return batch["target"], batch["source"]
+
+    def translate_batch(self, source, generator=None, **options):
+        options.pop("guidance_scale", None)  # an image condition is always used in full
+        shape = (len(source), self.spec.target_channels, self.spec.image_size, self.spec.image_size)
+        return self.generate(shape, source.to(self.device), None, generator, **options)
+
+    def preview(self, batch):
+        generator = torch.Generator().manual_seed(0)
+        output = self.translate_batch(batch["source"], generator=generator, steps=self.config.preview_steps)
+        return [batch["source"], output, batch["target"]]

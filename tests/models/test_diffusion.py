@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from genlab.config import build_run_config
+from genlab.data.tasks import TaskSpec
+from genlab.models import get_model_class
+from genlab.sample import interpolation_noise
+from genlab.utils import GenlabError
+
+SMALL = ["net.base_width=8", "net.channel_mults=[1,2]", "net.num_res_blocks=1", "net.timesteps=50"]
+
+
+def ddpm(conditional=True, **extra):
+    sets = SMALL + [f"net.class_conditional={str(conditional).lower()}"] + [f"{k}={v}" for k, v in extra.items()]
+    config = build_run_config("ddpm", "quick", {}, sets)
+    return get_model_class("ddpm").build(config.net, TaskSpec("fm", "labelled", 16, 1, 1, 10))
+
+
+def test_ddpm_training_step_and_ema():
+    torch.manual_seed(0)
+    model = ddpm()
+    batch = {"image": torch.rand(8, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (8,))}
+    ema_before = [p.clone() for p in model.ema_network.parameters()]
+    losses = model.training_step(batch)
+    model.end_step()
+    assert set(losses) == {"loss", "image_loss"} and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    # First EMA update has decay min(0.999, 1/10) = 0.1: the average moves 90% toward the new weights.
+    for average, before, current in zip(model.ema_network.parameters(), ema_before, model.network.parameters()):
+        assert torch.allclose(average, 0.1 * before + 0.9 * current, atol=1e-6)
+    assert not any(p.requires_grad for p in model.ema_network.parameters())
+
+
+def test_label_dropout_uses_the_null_label():
+    model = ddpm(**{"net.label_dropout": 0.5})
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (4000,))
+    _, cond = model.inputs({"image": torch.zeros(4000, 1, 1, 1), "label": labels})
+    dropped = cond == 10
+    assert 0.45 < dropped.float().mean() < 0.55
+    assert torch.equal(cond[~dropped], labels[~dropped])
+
+
+def test_sampling_shapes_determinism_and_options():
+    model = ddpm()
+    first = model.sample(4, labels=torch.tensor([0, 1, 2, 3]), generator=torch.Generator().manual_seed(1), steps=5)
+    again = model.sample(4, labels=torch.tensor([0, 1, 2, 3]), generator=torch.Generator().manual_seed(1), steps=5)
+    assert first.shape == (4, 1, 16, 16) and first.abs().max() <= 1
+    assert torch.equal(first, again)  # DDIM eta 0 from the same x_T
+    ddpm_sampled = model.sample(2, generator=torch.Generator().manual_seed(1), sampler="ddpm")
+    assert ddpm_sampled.shape == (2, 1, 16, 16)
+    with pytest.raises(GenlabError, match="labels must be in 0..9"):
+        model.sample(1, labels=torch.tensor([10]))
+    with pytest.raises(GenlabError, match="between 1 and 50"):
+        model.sample(1, steps=51)
+
+
+def test_guidance_scale_one_equals_the_conditional_model():
+    model = ddpm()
+    with torch.no_grad():  # a fresh net has a zero output layer, which ignores labels
+        for parameter in model.ema_network.parameters():
+            parameter.normal_(0.0, 0.1)
+    noise = torch.randn(2, 1, 16, 16)
+    labels = torch.tensor([3, 7])
+    guided = model.sample(2, labels=labels, x_T=noise, steps=4, guidance_scale=1.0)
+    direct = model.generate(noise.shape, labels, None, x_T=noise, steps=4)
+    assert torch.equal(guided, direct)
+    assert not torch.equal(model.sample(2, labels=labels, x_T=noise, steps=4, guidance_scale=3.0), guided)
+
+
+def test_unconditional_ddpm_refuses_labels():
+    model = ddpm(conditional=False)
+    assert model.network.config.num_classes == 0
+    with pytest.raises(GenlabError, match="unconditional"):
+        model.sample(2, labels=torch.tensor([0, 1]))
+
+
+def test_cddim_translates_with_the_source_as_condition():
+    config = build_run_config("cddim", "quick", {}, SMALL)
+    model = get_model_class("cddim").build(config.net, TaskSpec("f", "paired", 16, 3, 3))
+    assert model.network.config.cond_channels == 3
+    batch = {"source": torch.rand(2, 3, 16, 16) * 2 - 1, "target": torch.rand(2, 3, 16, 16) * 2 - 1}
+    assert torch.isfinite(torch.tensor(model.training_step(batch)["loss"]))
+    out = model.translate_batch(batch["source"], generator=torch.Generator().manual_seed(0), steps=3)
+    assert out.shape == (2, 3, 16, 16)
+    other = model.translate_batch(-batch["source"], generator=torch.Generator().manual_seed(0), steps=3)
+    assert not torch.equal(out, other)  # the output depends on the source
+
+
+def test_ddim_is_a_sampler_not_a_family():
+    with pytest.raises(GenlabError, match="ddim is a sampler"):
+        get_model_class("ddim")
+
+
+def test_interpolation_noise_endpoints_and_layout():
+    noise = interpolation_noise((1, 4, 4), rows=2, columns=5, seed=3)
+    assert noise.shape == (10, 1, 4, 4)
+    generator = torch.Generator().manual_seed(3)
+    start, end = torch.randn((2, 1, 4, 4), generator=generator), torch.randn((2, 1, 4, 4), generator=generator)
+    assert torch.allclose(noise[0], start[0], atol=1e-6) and torch.allclose(noise[4], end[0], atol=1e-6)
+    assert torch.allclose(noise[5], start[1], atol=1e-6)
