@@ -76,7 +76,13 @@ class DiffusionModel(GenerativeModel):
         optimizer = optimizer_class(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.optimizers = {"network": optimizer}
         warmup = max(1, config.warmup_steps)
-        self.schedulers = {"network": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: min(1.0, (n + 1) / warmup))}
+        self.schedulers = {"network": torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda n: min(1.0, max(1, n + 1 - self.warmup_start()) / warmup)
+        )}
+
+    def warmup_start(self) -> int:
+        """The step at which the denoiser starts training (after the autoencoder stage in latent diffusion)."""
+        return 0
 
     # --- what differs between the families -----------------------------------------------------------------
     def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:
