@@ -74,3 +74,11 @@ def test_bad_yaml_file_named(tmp_path):
     path.write_text("model: pix2pix\ntrain: {stepz: 3}\n")
     with pytest.raises(GenlabError, match="unknown key 'stepz'"):
         load_run_config(path)
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    config = build_run_config("pix2pix")
+    apply_override(config, "net.lr=3e-3")
+    assert config.net.lr == 0.003
+    with pytest.raises(GenlabError, match="net.lr: expected a number, got 'fast'"):
+        apply_override(config, "net.lr=fast")

@@ -218,6 +218,11 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             raise GenlabError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise GenlabError(f"{where}: expected a number, got {value!r}")
         return float(value)
