@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +18,16 @@ from genlab.models.base import MODELS, GenerativeModel
 from genlab.nn.unet import UNetGenerator, unet_depth
 
 torch.set_num_threads(1)  # 2 cores are shared by the whole test run; keeps timings stable too
+
+# Tests never touch the user's cache and never download: every weight URL points at a closed local port.
+_TEST_CACHE = tempfile.mkdtemp(prefix="genlab-test-cache-")
+atexit.register(shutil.rmtree, _TEST_CACHE, True)
+os.environ["GENLAB_CACHE"] = _TEST_CACHE
+os.environ["TORCH_HOME"] = os.path.join(_TEST_CACHE, "torch")
+os.environ["GENLAB_WEIGHTS_MIRROR"] = "http://127.0.0.1:9"
+os.environ["GENLAB_INCEPTION_URL"] = "http://127.0.0.1:9/pt_inception.pth"
+for _variable in ("GENLAB_INCEPTION_WEIGHTS", "GENLAB_LPIPS_WEIGHTS_DIR", "GENLAB_DATA"):
+    os.environ.pop(_variable, None)
 
 
 def make_toy_split(count: int, size: int, seed: int) -> ImageSplit:
@@ -64,8 +78,13 @@ class L1UNet(GenerativeModel):
 
     def __init__(self, config: L1UNetConfig, spec) -> None:
         super().__init__(config, spec)
-        self.net = UNetGenerator(spec.source_channels, spec.target_channels, unet_depth(spec.image_size),
-                                 width=config.width, dropout_blocks=0)
+        self.net = UNetGenerator(
+            spec.source_channels,
+            spec.target_channels,
+            unet_depth(spec.image_size),
+            width=config.width,
+            dropout_blocks=0,
+        )
         self.optimizers = {"net": torch.optim.Adam(self.net.parameters(), lr=config.lr)}
 
     def training_step(self, batch):

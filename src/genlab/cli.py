@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_translate(commands)
     _add_evaluate(commands)
+    _add_score(commands)
     return parser
 
 
@@ -98,7 +99,10 @@ def _data_list(args) -> int:
         available = "yes" if entry.available(config) else "no"
         size = "any" if entry.native_size is None else str(entry.native_size)
         print(f"{entry.name:<24} {entry.kind:<9} {size:>5}  {available:<8} {entry.description}")
-    print(f"{'folder:PATH':<24} {'any':<9} {'any':>5}  {'yes':<8} your images: aligned A|B, trainA/trainB, or class folders")
+    print(
+        f"{'folder:PATH':<24} {'any':<9} {'any':>5}  {'yes':<8} "
+        "your images: aligned A|B, trainA/trainB, or class folders"
+    )
     return 0
 
 
@@ -133,10 +137,12 @@ def _data_export(args) -> int:
 # --- train --------------------------------------------------------------------------------------------------
 def _add_train(commands) -> None:
     train = commands.add_parser(
-        "train", help="train a model on a task",
+        "train",
+        help="train a model on a task",
         description="Train a model family on a task. Settings resolve as: family defaults < --preset < options "
         "< --set. The resolved config is saved as RUN/config.yaml; checkpoints go to RUN/checkpoints/.",
-        epilog="example: genlab train pix2pix --task facades-synth --preset quick --steps 2000 --set net.gan_loss=lsgan",
+        epilog="example: genlab train pix2pix --task facades-synth --preset quick --steps 2000 "
+        "--set net.gan_loss=lsgan",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("model", nargs="?", help="model family (pix2pix, ...); omit with --resume")
@@ -152,8 +158,13 @@ def _add_train(commands) -> None:
     train.add_argument("--data-root", help="folder searched first for on-disk datasets")
     train.add_argument("--out", help="run directory (default runs/MODEL-TASK, numbered if taken)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any config key, e.g. net.lambda_l1=50 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. net.lambda_l1=50 (repeatable)",
+    )
     train.add_argument("--config", help="start from a saved config.yaml instead of a preset")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -165,9 +176,14 @@ def _train(args) -> int:
     from genlab.train.trainer import resume_config, train
 
     options = {
-        "data.task": args.task, "data.image_size": args.size, "train.steps": args.steps,
-        "train.minutes": args.minutes, "train.batch_size": args.batch_size, "seed": args.seed,
-        "train.device": args.device, "data.data_root": args.data_root,
+        "data.task": args.task,
+        "data.image_size": args.size,
+        "train.steps": args.steps,
+        "train.minutes": args.minutes,
+        "train.batch_size": args.batch_size,
+        "seed": args.seed,
+        "train.device": args.device,
+        "data.data_root": args.data_root,
     }
     if args.resume:
         if not args.out:
@@ -223,7 +239,8 @@ def _free_run_dir(model: str, task: str) -> Path:
 # --- sample -------------------------------------------------------------------------------------------------
 def _add_sample(commands) -> None:
     sample = commands.add_parser(
-        "sample", help="generate images with a trained generation run",
+        "sample",
+        help="generate images with a trained generation run",
         description="Generate images. Diffusion runs take a sampler (ddpm: ancestral, all steps; ddim: any "
         "number of steps, eta 0 = deterministic), a guidance scale for class-conditional runs, and can "
         "interpolate between noises (DDIM, eta 0).",
@@ -238,8 +255,12 @@ def _add_sample(commands) -> None:
     sample.add_argument("--steps", type=int, help="sampling steps (ddim: any number up to T)")
     sample.add_argument("--eta", type=float, help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like")
     sample.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
-    sample.add_argument("--interpolate", type=int, metavar="K",
-                        help="K-point spherical interpolations between two noises, one per row (DDIM, eta 0)")
+    sample.add_argument(
+        "--interpolate",
+        type=int,
+        metavar="K",
+        help="K-point spherical interpolations between two noises, one per row (DDIM, eta 0)",
+    )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--device", default="auto")
@@ -254,8 +275,16 @@ def _sample(args) -> int:
 
     loaded = load_run(args.run, device=args.device)
     model, spec = loaded.model, loaded.model.spec
-    options = {key: value for key, value in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta),
-                                             ("guidance_scale", args.guidance)) if value is not None}
+    options = {
+        key: value
+        for key, value in (
+            ("sampler", args.sampler),
+            ("steps", args.steps),
+            ("eta", args.eta),
+            ("guidance_scale", args.guidance),
+        )
+        if value is not None
+    }
     if args.eta is not None and not 0 <= args.eta <= 1:
         raise GenlabError(f"--eta must be in [0, 1], got {args.eta}")
     labels = None
@@ -289,7 +318,8 @@ def _sample(args) -> int:
 # --- translate ----------------------------------------------------------------------------------------------
 def _add_translate(commands) -> None:
     translate = commands.add_parser(
-        "translate", help="translate images with a trained run",
+        "translate",
+        help="translate images with a trained run",
         description="Translate source images with a run's model; writes one image per input, same file name.",
     )
     translate.add_argument("run", help="run directory")
@@ -314,35 +344,146 @@ def _translate(args) -> int:
 # --- evaluate -----------------------------------------------------------------------------------------------
 def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
-        "evaluate", help="score a run on a held-out split and write RUN/eval.json",
-        description="Translate the split with the run's model and score it (PSNR, SSIM on [0, 1]).",
+        "evaluate",
+        help="score a run on a held-out split and write RUN/eval.json",
+        description="Translate (paired tasks) or sample (generation tasks) and run the metric suite that fits: "
+        "PSNR, SSIM, MS-SSIM, LPIPS; FID, KID, IS, precision/recall in the domain network's and Inception's "
+        "feature spaces; FCN-score for label-map tasks; class accuracy for class-conditional samples; diversity.",
     )
     evaluate.add_argument("run", help="run directory")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
-    evaluate.add_argument("--limit", type=int, help="score only the first N items")
-    evaluate.add_argument("--baselines", action="store_true",
-                          help="also score the mean-training-photo and nearest-neighbour baselines")
-    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--limit", type=int, help="score only the first N items of the split")
+    evaluate.add_argument("--count", type=int, help="images to generate for generation runs (default: up to 1000)")
+    evaluate.add_argument(
+        "--features",
+        default="domain,inception",
+        help="feature spaces, comma-separated: domain, domain:TASK, inception (default both; "
+        "'none' for pixel metrics only)",
+    )
+    _add_inception_option(evaluate)
+    evaluate.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    evaluate.add_argument(
+        "--baselines", action="store_true", help="also score the mean-training-photo and nearest-neighbour baselines"
+    )
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=_evaluate)
 
 
-def _evaluate(args) -> int:
-    from genlab.evaluate import evaluate_run
-
-    results = evaluate_run(
-        args.run, split=args.split, batch_size=args.batch_size, device=args.device, limit=args.limit,
-        baselines=args.baselines,
+def _add_inception_option(parser) -> None:
+    parser.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="the FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: "
+        "$GENLAB_INCEPTION_WEIGHTS, then the cache, then a download",
     )
+
+
+def _feature_spaces(text: str) -> tuple[str, ...]:
+    return () if text.strip() in ("", "none") else tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _evaluate(args) -> int:
+    from genlab.evaluate import EvalOptions, evaluate_run
+
+    options = EvalOptions(
+        split=args.split,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        count=args.count,
+        features=_feature_spaces(args.features),
+        inception_weights=args.inception_weights,
+        lpips=not args.no_lpips,
+        baselines=args.baselines,
+        seed=args.seed,
+    )
+    results = evaluate_run(args.run, options, device=args.device)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"{results['model']} on {results['task']} ({results['split']}, {results['count']} items, "
-          f"step {results['step']})")
-    rows = {"model": results["metrics"], **results.get("baselines", {})}
-    print(f"{'':<20} {'PSNR (dB)':>10} {'SSIM':>8}")
-    for name, metrics in rows.items():
-        print(f"{name:<20} {metrics['psnr']['value']:>10.2f} {metrics['ssim']['value']:>8.4f}")
+    print(
+        f"{results['model']} on {results['task']} ({results['split']}, {results['count']} items, "
+        f"step {results['step']})"
+    )
+    print_metrics({"model": results["metrics"], **results.get("baselines", {})})
     print(f"wrote {Path(args.run) / 'eval.json'}")
+    return 0
+
+
+def print_metrics(rows: dict[str, dict]) -> None:
+    """One line per metric and row; skipped metrics say why once."""
+    flat_rows = {name: _flatten(metrics) for name, metrics in rows.items()}
+    keys = list(dict.fromkeys(key for metrics in flat_rows.values() for key in metrics))
+    width = max(len(key) for key in keys) + 2 if keys else 10
+    print(f"{'':<{width}}" + "".join(f"{name:>20}" for name in flat_rows))
+    skipped = {}
+    for key in keys:
+        cells = []
+        for metrics in flat_rows.values():
+            entry = metrics.get(key)
+            if entry is None:
+                cells.append("")
+            elif "skipped" in entry:
+                skipped[key] = entry["skipped"]
+                cells.append("skipped")
+            else:
+                std = f" ±{entry['std']:.3g}" if entry.get("std") else ""
+                cells.append(f"{entry['value']:.4g}{std}")
+        print(f"{key:<{width}}" + "".join(f"{cell:>20}" for cell in cells))
+    for key, reason in skipped.items():
+        print(f"  {key}: skipped: {reason.splitlines()[0]}")
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict[str, dict]:
+    flat = {}
+    for key, entry in metrics.items():
+        if isinstance(entry, dict) and ("value" in entry or "skipped" in entry):
+            flat[prefix + key] = entry
+        elif isinstance(entry, dict):
+            flat.update(_flatten(entry, f"{prefix}{key}."))
+        elif key in ("value",):
+            continue
+    return flat
+
+
+# --- score --------------------------------------------------------------------------------------------------
+def _add_score(commands) -> None:
+    score = commands.add_parser(
+        "score",
+        help="score a folder of images against a reference folder",
+        description="Paired metrics (psnr, ssim, ms_ssim, lpips) match files by name; distribution metrics "
+        "(fid, kid, is, precision, recall) compare the two sets in a feature space.",
+        epilog="example: genlab score translated/ photos/ --metrics psnr,ssim,fid --features domain:facades-synth",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    score.add_argument("pred_dir", help="folder of generated or translated images")
+    score.add_argument("ref_dir", help="folder of reference (real) images")
+    score.add_argument(
+        "--metrics",
+        default="psnr,ssim,ms_ssim,lpips,fid,kid,is,precision,recall",
+        help="comma-separated metrics (default: all)",
+    )
+    score.add_argument(
+        "--features",
+        default="inception",
+        help="feature space for distribution metrics: inception (default) or domain:TASK",
+    )
+    _add_inception_option(score)
+    score.add_argument("--size", type=int, help="image size of domain:TASK networks (default: the images')")
+    score.add_argument("--json", action="store_true", help="print the results as JSON")
+    score.set_defaults(handler=_score)
+
+
+def _score(args) -> int:
+    from genlab.score import score_folders
+
+    metrics = tuple(item.strip() for item in args.metrics.split(",") if item.strip())
+    results = score_folders(args.pred_dir, args.ref_dir, metrics, args.features, args.inception_weights, args.size)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"{args.pred_dir} vs {args.ref_dir}")
+        print_metrics({"score": results["metrics"]})
     return 0

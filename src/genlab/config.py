@@ -70,14 +70,16 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe values (tuples become lists)."""
-        return _plain({
-            "model": self.model,
-            "preset": self.preset,
-            "seed": self.seed,
-            "data": dataclasses.asdict(self.data),
-            "train": dataclasses.asdict(self.train),
-            "net": dataclasses.asdict(self.net) if self.net is not None else {},
-        })
+        return _plain(
+            {
+                "model": self.model,
+                "preset": self.preset,
+                "seed": self.seed,
+                "data": dataclasses.asdict(self.data),
+                "train": dataclasses.asdict(self.train),
+                "net": dataclasses.asdict(self.net) if self.net is not None else {},
+            }
+        )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -13,7 +13,11 @@ from genlab.utils import GenlabError, signed_to_uint8
 
 
 def sample_images(
-    model: GenerativeModel, count: int, labels: torch.Tensor | None = None, seed: int = 0, batch_size: int = 64,
+    model: GenerativeModel,
+    count: int,
+    labels: torch.Tensor | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
     **options,
 ) -> torch.Tensor:
     """`count` samples in [-1, 1], drawn in batches; sample i's noise comes from (seed, batch index)."""

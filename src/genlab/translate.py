@@ -52,7 +52,9 @@ def translate_files(
         images = [load_image(path) for path in chunk]
         if aligned:
             images = [_left_half(image, path) for image, path in zip(images, chunk)]
-        batch = torch.cat([to_model_batch(image, spec.source_channels, spec.image_size, nearest)[0] for image in images])
+        batch = torch.cat(
+            [to_model_batch(image, spec.source_channels, spec.image_size, nearest)[0] for image in images]
+        )
         outputs = model.translate_batch(batch.to(model.device)).cpu()
         for path, image, output in zip(chunk, images, outputs):
             size = tuple(image.shape[-2:])

@@ -15,8 +15,11 @@ def reference_scores(predicted: np.ndarray, truth: np.ndarray, num_classes: int)
         in_prediction = predicted == c
         accuracies.append((in_truth & in_prediction).sum() / in_truth.sum())
         ious.append((in_truth & in_prediction).sum() / (in_truth | in_prediction).sum())
-    return {"pixel_accuracy": (predicted == truth).mean(), "class_accuracy": np.mean(accuracies),
-            "mean_iou": np.mean(ious)}
+    return {
+        "pixel_accuracy": (predicted == truth).mean(),
+        "class_accuracy": np.mean(accuracies),
+        "mean_iou": np.mean(ious),
+    }
 
 
 def test_fcn_scores_match_the_definitions():

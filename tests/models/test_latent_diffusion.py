@@ -7,8 +7,14 @@ from genlab.models import get_model_class
 from genlab.nn.autoencoder import KLAutoencoder
 from genlab.utils import GenlabError
 
-SMALL = ["net.base_width=8", "net.channel_mults=[1,2]", "net.num_res_blocks=1", "net.timesteps=20",
-         "net.ae_width=8", "net.autoencoder_steps=2"]
+SMALL = [
+    "net.base_width=8",
+    "net.channel_mults=[1,2]",
+    "net.num_res_blocks=1",
+    "net.timesteps=20",
+    "net.ae_width=8",
+    "net.autoencoder_steps=2",
+]
 LABELLED = TaskSpec("fm", "labelled", 16, 1, 1, 10)
 PAIRED = TaskSpec("f", "paired", 16, 3, 3)
 
@@ -81,8 +87,9 @@ def test_factor_must_divide_the_image_size():
 def test_ldm_takes_the_autoencoder_from_an_autoencoder_run(toy_task, tmp_path):
     from genlab.train.trainer import train
 
-    config = build_run_config("autoencoder", "quick", {"data.task": "toy-paired", "data.image_size": 16,
-                                                       "train.steps": 3}, ["net.width=8"])
+    config = build_run_config(
+        "autoencoder", "quick", {"data.task": "toy-paired", "data.image_size": 16, "train.steps": 3}, ["net.width=8"]
+    )
     trained = train(config, tmp_path / "ae", progress=False).model
     model = ldm(PAIRED, f"net.autoencoder_run={tmp_path / 'ae'}", "net.ae_width=8")
     assert model.stage_one_steps == 0

@@ -21,7 +21,8 @@ TESTS = Path(__file__).resolve().parents[1]
 
 def toy_config(model="pix2pix", steps=8, **train_values):
     config = build_run_config(
-        model, "quick",
+        model,
+        "quick",
         {"data.task": "toy-paired", "data.image_size": 16, "train.steps": steps, "train.batch_size": 2},
         ["train.log_every=1", "train.sample_every=4", "train.checkpoint_every=4", "train.preview_count=3"]
         + ([] if model != "pix2pix" else ["net.width=4"]),
@@ -171,8 +172,13 @@ def _start_training(tmp_path):
     run = tmp_path / "run"
     script = tmp_path / "train_forever.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), run=str(run)))
-    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     last = run / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 60
     while not (last.exists() and ckpt.load_checkpoint(last)["step"] >= 3):

@@ -89,8 +89,11 @@ def load_image(path: str | os.PathLike, expected_channels: int | None = None) ->
         return pil_to_uint8(image)
 
 
+_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
+
+
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write one image (C, H, W) or (H, W) as a PNG, atomically; returns the path.
+    """Write one image (C, H, W) or (H, W) atomically, in the format of the path's extension (PNG otherwise).
 
     uint8 tensors are written as they are; float tensors are taken to be in [-1, 1] (genlab's model range).
     """
@@ -103,7 +106,9 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path) as temporary:
         # The temporary name ends in .tmp, so the format is named explicitly.
-        uint8_to_pil(image.cpu()).save(temporary, format="PNG")
+        image_format = _SAVE_FORMATS.get(path.suffix.lower(), "PNG")
+        extra = {"quality": 95} if image_format == "JPEG" else {}
+        uint8_to_pil(image.cpu()).save(temporary, format=image_format, **extra)
     return path
 
 

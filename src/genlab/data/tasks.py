@@ -84,9 +84,7 @@ class Task:
             loaded = self._load_split(name)
             if name == "train" and self.config.train_limit is not None:
                 limit = self.config.train_limit
-                loaded = ImageSplit(
-                    {key: value[:limit] for key, value in loaded.fields.items()}, loaded.names[:limit]
-                )
+                loaded = ImageSplit({key: value[:limit] for key, value in loaded.fields.items()}, loaded.names[:limit])
             if len(loaded) == 0:
                 raise GenlabError(f"task {self.spec.name}: the {name} split is empty")
             self._splits[name] = loaded
@@ -157,29 +155,44 @@ def _registry() -> dict[str, TaskEntry]:
 
     entries = [
         TaskEntry(
-            "facades-synth", "paired",
+            "facades-synth",
+            "paired",
             "procedural building facades: 12-class label map -> photo-like rendering (embedded, any size)",
-            facades_synth.build_task, lambda config: True, None,
+            facades_synth.build_task,
+            lambda config: True,
+            None,
         ),
         TaskEntry(
-            "facades", "paired",
+            "facades",
+            "paired",
             "pix2pix CMP facades: label map -> photo, 400 train pairs (downloaded once, then cached)",
-            download.build_facades_task, download.facades_available, 256,
+            download.build_facades_task,
+            download.facades_available,
+            256,
         ),
         TaskEntry(
-            "fashion-mnist", "labelled",
+            "fashion-mnist",
+            "labelled",
             "Fashion-MNIST garments, 10 classes (IDX files; Debian package dataset-fashion-mnist)",
-            fashion_mnist.build_fashion_mnist_task, fashion_mnist.available, 28,
+            fashion_mnist.build_fashion_mnist_task,
+            fashion_mnist.available,
+            28,
         ),
         TaskEntry(
-            "edges2fashion", "paired",
+            "edges2fashion",
+            "paired",
             "Fashion-MNIST edge map -> garment (IDX files; Debian package dataset-fashion-mnist)",
-            fashion_mnist.build_edges2fashion_task, fashion_mnist.available, 28,
+            fashion_mnist.build_edges2fashion_task,
+            fashion_mnist.available,
+            28,
         ),
         TaskEntry(
-            "edges2fashion-unpaired", "unpaired",
+            "edges2fashion-unpaired",
+            "unpaired",
             "edges2fashion with the pairing removed: edges and garments from disjoint halves (for CycleGAN)",
-            fashion_mnist.build_edges2fashion_unpaired_task, fashion_mnist.available, 28,
+            fashion_mnist.build_edges2fashion_unpaired_task,
+            fashion_mnist.available,
+            28,
         ),
     ]
     return {entry.name: entry for entry in entries}

@@ -76,9 +76,16 @@ class DiffusionModel(GenerativeModel):
         optimizer = optimizer_class(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.optimizers = {"network": optimizer}
         warmup = max(1, config.warmup_steps)
-        self.schedulers = {"network": torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda n: min(1.0, max(1, n + 1 - self.warmup_start()) / warmup)
-        )}
+        self.schedulers = {
+            "network": torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda n: min(1.0, max(1, n + 1 - self.warmup_start()) / warmup)
+            )
+        }
+
+    @property
+    def preview_steps(self) -> int:
+        """DDIM steps of the preview grids (never more than the schedule has)."""
+        return min(self.config.preview_steps, self.config.timesteps)
 
     def warmup_start(self) -> int:
         """The step at which the denoiser starts training (after the autoencoder stage in latent diffusion)."""
@@ -159,9 +166,16 @@ class DiffusionModel(GenerativeModel):
         network.eval()
         with self.autocast():
             images = sample_loop(
-                network, step_rule, evenly_spaced_timesteps(config.timesteps, steps), x_T.to(self.device),
-                cond=cond, generator=generator, progress=progress, guidance_scale=guidance_scale,
-                null_cond=null_cond, prediction=config.prediction,
+                network,
+                step_rule,
+                evenly_spaced_timesteps(config.timesteps, steps),
+                x_T.to(self.device),
+                cond=cond,
+                generator=generator,
+                progress=progress,
+                guidance_scale=guidance_scale,
+                null_cond=null_cond,
+                prediction=config.prediction,
             )
         return images.float().clamp(-1.0, 1.0)
 
@@ -175,11 +189,26 @@ class DDPM(DiffusionModel):
     task_kinds = frozenset({"labelled"})
     presets = {
         # Ho et al. 2020 on CIFAR-10: 35.7M-param net, linear schedule, lr 2e-4, batch 128, 800k steps, EMA 0.9999.
-        "paper": {"data.image_size": 32, "net.network": "ddpm", "net.lr": 2e-4, "net.warmup_steps": 5000,
-                  "net.ema_decay": 0.9999, "train.batch_size": 128, "train.steps": 800_000, "net.sampler": "ddpm"},
+        "paper": {
+            "data.image_size": 32,
+            "net.network": "ddpm",
+            "net.lr": 2e-4,
+            "net.warmup_steps": 5000,
+            "net.ema_decay": 0.9999,
+            "train.batch_size": 128,
+            "train.steps": 800_000,
+            "net.sampler": "ddpm",
+        },
         # Fashion-MNIST 28 -> 32 px, ~2M-param net; about 25 minutes on 2 CPU cores.
-        "quick": {"data.task": "fashion-mnist", "data.image_size": 32, "train.batch_size": 64, "train.steps": 3000, "train.sample_every": 500,
-                  "train.checkpoint_every": 500, "train.preview_count": 10},
+        "quick": {
+            "data.task": "fashion-mnist",
+            "data.image_size": 32,
+            "train.batch_size": 64,
+            "train.steps": 3000,
+            "train.sample_every": 500,
+            "train.checkpoint_every": 500,
+            "train.preview_count": 10,
+        },
     }
 
     @property
@@ -213,14 +242,16 @@ class DDPM(DiffusionModel):
         elif labels is not None:
             raise GenlabError("sample: this ddpm run is unconditional; it takes no labels")
         shape = (count, self.spec.target_channels, self.spec.image_size, self.spec.image_size)
-        return self.generate(shape, cond, null, generator, guidance_scale=guidance if cond is not None else 1.0,
-                             **options)
+        return self.generate(
+            shape, cond, null, generator, guidance_scale=guidance if cond is not None else 1.0, **options
+        )
 
     def preview(self, batch):
         labels = batch["label"] if self.conditional else None
         generator = torch.Generator().manual_seed(0)
-        samples = self.sample(len(batch["image"]), labels=labels, generator=generator,
-                              steps=self.config.preview_steps, sampler="ddim")
+        samples = self.sample(
+            len(batch["image"]), labels=labels, generator=generator, steps=self.preview_steps, sampler="ddim"
+        )
         return [batch["image"], samples]
 
 
@@ -233,14 +264,34 @@ class ConditionalDDIM(DiffusionModel):
     task_kinds = frozenset({"paired"})
     presets = {
         # The seed report (tables 4-6): its network, the cosine-angle schedule, AdamW 1e-4 wd 5e-5, batch 2, 64 px.
-        "seed": {"data.image_size": 64, "net.network": "seed", "net.schedule": "cosine-angle", "net.lr": 1e-4,
-                 "net.optimizer": "adamw", "net.weight_decay": 5e-5, "train.batch_size": 2, "train.steps": 80_000,
-                 "net.guidance_scale": 1.0},
-        "paper": {"data.image_size": 64, "net.network": "ddpm", "net.lr": 2e-4, "train.batch_size": 16,
-                  "train.steps": 200_000, "net.guidance_scale": 1.0},
+        "seed": {
+            "data.image_size": 64,
+            "net.network": "seed",
+            "net.schedule": "cosine-angle",
+            "net.lr": 1e-4,
+            "net.optimizer": "adamw",
+            "net.weight_decay": 5e-5,
+            "train.batch_size": 2,
+            "train.steps": 80_000,
+            "net.guidance_scale": 1.0,
+        },
+        "paper": {
+            "data.image_size": 64,
+            "net.network": "ddpm",
+            "net.lr": 2e-4,
+            "train.batch_size": 16,
+            "train.steps": 200_000,
+            "net.guidance_scale": 1.0,
+        },
         # facades-synth at 64 px, ~2.6M-param net; about 20 minutes on 2 CPU cores.
-        "quick": {"data.image_size": 64, "train.batch_size": 16, "train.steps": 2500, "train.sample_every": 500,
-                  "train.checkpoint_every": 500, "net.guidance_scale": 1.0},
+        "quick": {
+            "data.image_size": 64,
+            "train.batch_size": 16,
+            "train.steps": 2500,
+            "train.sample_every": 500,
+            "train.checkpoint_every": 500,
+            "net.guidance_scale": 1.0,
+        },
     }
 
     def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:
@@ -256,5 +307,5 @@ class ConditionalDDIM(DiffusionModel):
 
     def preview(self, batch):
         generator = torch.Generator().manual_seed(0)
-        output = self.translate_batch(batch["source"], generator=generator, steps=self.config.preview_steps)
+        output = self.translate_batch(batch["source"], generator=generator, steps=self.preview_steps)
         return [batch["source"], output, batch["target"]]

@@ -55,8 +55,14 @@ class Autoencoder(GenerativeModel):
     config_class = AutoencoderConfig
     task_kinds = frozenset({"labelled", "paired"})
     presets = {
-        "quick": {"data.image_size": 32, "train.batch_size": 32, "train.steps": 1500, "net.width": 32,
-                  "train.sample_every": 500, "train.checkpoint_every": 500},
+        "quick": {
+            "data.image_size": 32,
+            "train.batch_size": 32,
+            "train.steps": 1500,
+            "net.width": 32,
+            "train.sample_every": 500,
+            "train.checkpoint_every": 500,
+        },
         "paper": {"train.batch_size": 16, "train.steps": 100_000, "net.lr": 4.5e-6 * 16},
     }
 
@@ -93,8 +99,14 @@ class LatentDiffusionConfig(DiffusionConfig):
     autoencoder_run: str | None = None  # an `autoencoder` run directory to take the (frozen) autoencoder from
 
     def autoencoder_config(self) -> AutoencoderConfig:
-        return AutoencoderConfig(self.ae_factor, self.ae_width, self.ae_latent_channels, self.ae_kl_weight,
-                                 self.ae_reconstruction, self.ae_lr)
+        return AutoencoderConfig(
+            self.ae_factor,
+            self.ae_width,
+            self.ae_latent_channels,
+            self.ae_kl_weight,
+            self.ae_reconstruction,
+            self.ae_lr,
+        )
 
 
 @register_model
@@ -106,11 +118,26 @@ class LatentDiffusion(DiffusionModel):
     config_class = LatentDiffusionConfig
     task_kinds = frozenset({"labelled", "paired"})
     presets = {
-        "quick": {"data.image_size": 64, "train.batch_size": 16, "train.steps": 3000, "net.ae_width": 32,
-                  "net.autoencoder_steps": 1000, "train.sample_every": 500, "train.checkpoint_every": 500},
+        "quick": {
+            "data.image_size": 64,
+            "train.batch_size": 16,
+            "train.steps": 3000,
+            "net.ae_width": 32,
+            "net.autoencoder_steps": 1000,
+            "train.sample_every": 500,
+            "train.checkpoint_every": 500,
+        },
         # LDM-4 as in Rombach et al.: f = 4, 3 latent channels, lr 1e-4 on the diffusion model.
-        "paper": {"data.image_size": 256, "net.ae_factor": 4, "net.ae_latent_channels": 3, "net.network": "ddpm",
-                  "net.lr": 1e-4, "train.batch_size": 16, "train.steps": 400_000, "net.autoencoder_steps": 100_000},
+        "paper": {
+            "data.image_size": 256,
+            "net.ae_factor": 4,
+            "net.ae_latent_channels": 3,
+            "net.network": "ddpm",
+            "net.lr": 1e-4,
+            "train.batch_size": 16,
+            "train.steps": 400_000,
+            "net.autoencoder_steps": 100_000,
+        },
     }
 
     def __init__(self, config: LatentDiffusionConfig, spec) -> None:
@@ -118,7 +145,9 @@ class LatentDiffusion(DiffusionModel):
             raise GenlabError(f"net.ae_factor {config.ae_factor} must divide data.image_size {spec.image_size}")
         super().__init__(config, spec)
         ae_config = config.autoencoder_config()
-        self.autoencoder = KLAutoencoder(spec.target_channels, ae_config.latent_channels, ae_config.factor, ae_config.width)
+        self.autoencoder = KLAutoencoder(
+            spec.target_channels, ae_config.latent_channels, ae_config.factor, ae_config.width
+        )
         self.optimizers["autoencoder"] = torch.optim.Adam(self.autoencoder.parameters(), lr=ae_config.lr)
         # 1 / std of the latents, measured on the first diffusion batch (CompVis `scale_by_std`); 0 = not yet.
         self.register_buffer("latent_scale", torch.zeros(()))
@@ -136,8 +165,10 @@ class LatentDiffusion(DiffusionModel):
         theirs, ours = loaded.model.config, self.config.autoencoder_config()
         for key in ("factor", "width", "latent_channels"):
             if getattr(theirs, key) != getattr(ours, key):
-                raise GenlabError(f"net.autoencoder_run: {run_dir} has {key}={getattr(theirs, key)}, this run "
-                                  f"asks for net.ae_{key}={getattr(ours, key)}")
+                raise GenlabError(
+                    f"net.autoencoder_run: {run_dir} has {key}={getattr(theirs, key)}, this run "
+                    f"asks for net.ae_{key}={getattr(ours, key)}"
+                )
         self.autoencoder = loaded.model.autoencoder
 
     def unet_size_and_channels(self, spec):
@@ -207,8 +238,14 @@ class LatentDiffusion(DiffusionModel):
             null = torch.full_like(cond, self.spec.num_classes)
         elif labels is not None:
             raise GenlabError("sample: this ldm run is unconditional; it takes no labels")
-        latents = self.generate(self._latent_shape(count), cond, null, generator,
-                                guidance_scale=guidance if cond is not None else 1.0, **options)
+        latents = self.generate(
+            self._latent_shape(count),
+            cond,
+            null,
+            generator,
+            guidance_scale=guidance if cond is not None else 1.0,
+            **options,
+        )
         return self._decode(latents)
 
     def translate_batch(self, source, generator=None, **options):
@@ -227,7 +264,10 @@ class LatentDiffusion(DiffusionModel):
             return [images, reconstruction]
         generator = torch.Generator().manual_seed(0)
         if self.spec.kind == "paired":
-            return [batch["source"], self.translate_batch(batch["source"], generator, steps=self.config.preview_steps),
-                    images]
+            return [
+                batch["source"],
+                self.translate_batch(batch["source"], generator, steps=self.preview_steps),
+                images,
+            ]
         labels = batch["label"] if self.conditional else None
-        return [images, self.sample(len(images), labels, generator, steps=self.config.preview_steps)]
+        return [images, self.sample(len(images), labels, generator, steps=self.preview_steps)]

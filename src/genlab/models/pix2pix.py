@@ -46,27 +46,43 @@ class Pix2Pix(GenerativeModel):
         "paper": {"data.image_size": 256, "train.batch_size": 1, "train.steps": 80_000, "net.width": 64},
         # The seed report (Tables 1-3): 256 px, batch 1, 80,000 iterations; `net.gan_loss=lsgan` is its L2+L1.
         "seed": {
-            "data.image_size": 256, "data.load_size": 300, "train.batch_size": 1, "train.steps": 80_000,
+            "data.image_size": 256,
+            "data.load_size": 300,
+            "train.batch_size": 1,
+            "train.steps": 80_000,
             "net.width": 64,
         },
         # Small and fast on 2 CPU cores: about 4 minutes. lambda_L1 and the losses stay the paper's.
         "quick": {
-            "data.image_size": 64, "train.batch_size": 4, "train.steps": 1500, "net.width": 32,
-            "train.sample_every": 250, "train.checkpoint_every": 500,
+            "data.image_size": 64,
+            "train.batch_size": 4,
+            "train.steps": 1500,
+            "net.width": 32,
+            "train.sample_every": 250,
+            "train.checkpoint_every": 500,
         },
     }
     default_preset = "quick"
+    # How to get pix2pix's (small) output diversity: dropout on at inference, as the paper does.
+    stochastic_options = {"dropout": True}
 
     def __init__(self, config: Pix2PixConfig, spec) -> None:
         super().__init__(config, spec)
         self.generator = UNetGenerator(
-            spec.source_channels, spec.target_channels, depth=unet_depth(spec.image_size), width=config.width,
-            norm=config.norm, dropout=config.dropout, dropout_blocks=config.dropout_blocks,
+            spec.source_channels,
+            spec.target_channels,
+            depth=unet_depth(spec.image_size),
+            width=config.width,
+            norm=config.norm,
+            dropout=config.dropout,
+            dropout_blocks=config.dropout_blocks,
         )
         # Tiny images cannot hold 3 stride-2 blocks; the PatchGAN then shrinks (70x70 needs 24 px or more).
         layers = min(config.disc_layers, max_patchgan_layers(spec.image_size))
         self.discriminator = PatchDiscriminator(
-            spec.source_channels + spec.target_channels, width=config.width, layers=layers,
+            spec.source_channels + spec.target_channels,
+            width=config.width,
+            layers=layers,
             norm=config.norm,
         )
         init_gan_weights(self)
@@ -101,8 +117,12 @@ class Pix2Pix(GenerativeModel):
         self.optimize(loss_g, "generator")
 
         return {
-            "loss_g": loss_g.item(), "loss_g_gan": loss_g_gan.item(), "loss_g_l1": loss_g_l1.item(),
-            "loss_d": loss_d.item(), "loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(),
+            "loss_g": loss_g.item(),
+            "loss_g_gan": loss_g_gan.item(),
+            "loss_g_l1": loss_g_l1.item(),
+            "loss_d": loss_d.item(),
+            "loss_d_real": loss_d_real.item(),
+            "loss_d_fake": loss_d_fake.item(),
         }
 
     @torch.no_grad()

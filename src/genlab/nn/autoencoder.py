@@ -29,14 +29,26 @@ class KLAutoencoder(nn.Module):
         widths = [width * min(2**level, 4) for level in range(halvings + 1)]
         encoder: list[nn.Module] = [nn.Conv2d(channels, widths[0], 3, padding=1)]
         for level in range(halvings):
-            encoder += [ResidualBlock(widths[level], widths[level + 1], 0, _BLOCK), Downsample(widths[level + 1], "conv")]
-        encoder += [ResidualBlock(widths[-1], widths[-1], 0, _BLOCK), _norm("group", widths[-1]), nn.SiLU(),
-                    nn.Conv2d(widths[-1], 2 * latent_channels, 3, padding=1)]
+            encoder += [
+                ResidualBlock(widths[level], widths[level + 1], 0, _BLOCK),
+                Downsample(widths[level + 1], "conv"),
+            ]
+        encoder += [
+            ResidualBlock(widths[-1], widths[-1], 0, _BLOCK),
+            _norm("group", widths[-1]),
+            nn.SiLU(),
+            nn.Conv2d(widths[-1], 2 * latent_channels, 3, padding=1),
+        ]
         self.encoder = nn.ModuleList(encoder)
-        decoder: list[nn.Module] = [nn.Conv2d(latent_channels, widths[-1], 3, padding=1),
-                                    ResidualBlock(widths[-1], widths[-1], 0, _BLOCK)]
+        decoder: list[nn.Module] = [
+            nn.Conv2d(latent_channels, widths[-1], 3, padding=1),
+            ResidualBlock(widths[-1], widths[-1], 0, _BLOCK),
+        ]
         for level in reversed(range(halvings)):
-            decoder += [Upsample(widths[level + 1], "nearest-conv"), ResidualBlock(widths[level + 1], widths[level], 0, _BLOCK)]
+            decoder += [
+                Upsample(widths[level + 1], "nearest-conv"),
+                ResidualBlock(widths[level + 1], widths[level], 0, _BLOCK),
+            ]
         decoder += [_norm("group", widths[0]), nn.SiLU(), nn.Conv2d(widths[0], channels, 3, padding=1)]
         self.decoder = nn.ModuleList(decoder)
 

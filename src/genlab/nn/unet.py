@@ -53,7 +53,10 @@ class UNetGenerator(nn.Module):
             channels_in = widths[level] if index == 0 else 2 * widths[level]  # skip concatenated
             outermost = level == 0
             channels_out = out_channels if outermost else widths[level - 1]
-            layers = [nn.ReLU(), nn.ConvTranspose2d(channels_in, channels_out, 4, stride=2, padding=1, bias=bias or outermost)]
+            layers = [
+                nn.ReLU(),
+                nn.ConvTranspose2d(channels_in, channels_out, 4, stride=2, padding=1, bias=bias or outermost),
+            ]
             if outermost:
                 layers.append(nn.Tanh())
             else:

@@ -137,7 +137,11 @@ class _Loop:
         sums: dict[str, float] = defaultdict(float)
         count, window_start = 0, time.perf_counter()
         bar = tqdm(
-            total=train.steps, initial=self.model.step, disable=not progress, unit="step", dynamic_ncols=True,
+            total=train.steps,
+            initial=self.model.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
             desc=f"{self.config.model} on {self.config.data.task}",
         )
         stopped_by = "budget"
@@ -162,8 +166,11 @@ class _Loop:
             bar.update(1)
             if step % train.log_every == 0 or not self.budget_left():
                 elapsed = time.perf_counter() - window_start
-                row = {"step": step, "elapsed_s": round(self.total_seconds(), 3),
-                       "images_per_s": round(count * train.batch_size / max(elapsed, 1e-9), 3)}
+                row = {
+                    "step": step,
+                    "elapsed_s": round(self.total_seconds(), 3),
+                    "images_per_s": round(count * train.batch_size / max(elapsed, 1e-9), 3),
+                }
                 row.update({key: total / count for key, total in sums.items()})
                 self.log.write(row)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "elapsed_s")})
