@@ -1,0 +1,167 @@
+"""The Gaussian diffusion process: forward noising, the true posterior, eps/x0/v conversions and the loss.
+
+The process owns the schedule and the loss and is handed the network (guided-diffusion `training_losses`): the
+network is any callable `network(x_t, t, cond)`; it alone decides what `cond` means (a label tensor, a source
+image to concatenate, or None). Every eps / x0 / v conversion lives here and nowhere else.
+
+Notation: abar = alphas_cumprod[t]; x_t = sqrt(abar) x0 + sqrt(1 - abar) eps (seed 001, eq. 4); the velocity
+v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, sec. 4). `t` is a (B,) integer tensor (a level
+per sample) or a Python int (one level for the whole batch).
+
+Example:
+    >>> schedule = NoiseSchedule("linear", 1000)
+    >>> x0 = torch.zeros(2, 1, 8, 8); noise = torch.randn_like(x0)
+    >>> x_t = q_sample(schedule, x0, torch.tensor([10, 500]), noise)
+    >>> torch.allclose(predict_x0_from_eps(schedule, x_t, torch.tensor([10, 500]), noise), x0, atol=1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from genlab.diffusion.schedules import NoiseSchedule, values_at
+
+Prediction = Literal["eps", "x0", "v"]
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
+Timesteps = torch.Tensor | int
+# network(x_t (B, C, H, W), t (B,), cond) -> (B, C, H, W)
+Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def randn_like_with(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like `x`, drawn from `generator` on the generator's own device.
+
+    Drawing on the generator's device (then moving) lets a CPU generator drive a GPU run reproducibly.
+    """
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: Timesteps, noise: torch.Tensor) -> torch.Tensor:
+    """Sample q(x_t | x0): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (seed 001, eq. 4). Shapes of x0."""
+    return (
+        values_at(schedule.sqrt_alphas_cumprod, t, x0.dim()) * x0
+        + values_at(schedule.sqrt_one_minus_alphas_cumprod, t, x0.dim()) * noise
+    )
+
+
+def q_posterior(
+    schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: Timesteps
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x0) (seed 001, eq. 11; DDPM eq. 6-7).
+
+    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+    variance = beta-tilde_t = beta_t (1 - abar_{t-1}) / (1 - abar_t). The mean has the shape of x_t; variance and
+    log-variance broadcast against it ((B, 1, 1, 1) for a tensor t, 0-d for an int t).
+    """
+    ndim = x_t.dim()
+    mean = (
+        values_at(schedule.posterior_mean_coef1, t, ndim) * x0
+        + values_at(schedule.posterior_mean_coef2, t, ndim) * x_t
+    )
+    variance = values_at(schedule.posterior_variance, t, ndim)
+    log_variance = values_at(schedule.posterior_log_variance_clipped, t, ndim)
+    return mean, variance, log_variance
+
+
+def predict_x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: Timesteps, eps: torch.Tensor) -> torch.Tensor:
+    """x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) (seed 001, eq. 12), as sqrt(1/abar) x_t - sqrt(1/abar - 1) eps."""
+    return (
+        values_at(schedule.sqrt_recip_alphas_cumprod, t, x_t.dim()) * x_t
+        - values_at(schedule.sqrt_recipm1_alphas_cumprod, t, x_t.dim()) * eps
+    )
+
+
+def predict_eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: Timesteps, x0: torch.Tensor) -> torch.Tensor:
+    """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), the inverse of `predict_x0_from_eps`."""
+    return (values_at(schedule.sqrt_recip_alphas_cumprod, t, x_t.dim()) * x_t - x0) / values_at(
+        schedule.sqrt_recipm1_alphas_cumprod, t, x_t.dim()
+    )
+
+
+def predict_v(schedule: NoiseSchedule, x0: torch.Tensor, t: Timesteps, eps: torch.Tensor) -> torch.Tensor:
+    """The velocity target v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, sec. 4)."""
+    return (
+        values_at(schedule.sqrt_alphas_cumprod, t, x0.dim()) * eps
+        - values_at(schedule.sqrt_one_minus_alphas_cumprod, t, x0.dim()) * x0
+    )
+
+
+def predict_x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: Timesteps, v: torch.Tensor) -> torch.Tensor:
+    """x0 = sqrt(abar) x_t - sqrt(1 - abar) v (substitute x_t and v; the cross terms cancel since a^2 + b^2 = 1)."""
+    return (
+        values_at(schedule.sqrt_alphas_cumprod, t, x_t.dim()) * x_t
+        - values_at(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.dim()) * v
+    )
+
+
+def predict_eps_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: Timesteps, v: torch.Tensor) -> torch.Tensor:
+    """eps = sqrt(1 - abar) x_t + sqrt(abar) v."""
+    return (
+        values_at(schedule.sqrt_one_minus_alphas_cumprod, t, x_t.dim()) * x_t
+        + values_at(schedule.sqrt_alphas_cumprod, t, x_t.dim()) * v
+    )
+
+
+def _check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r} (valid: {', '.join(PREDICTIONS)})")
+
+
+def model_output_to_x0_eps(
+    schedule: NoiseSchedule, output: torch.Tensor, x_t: torch.Tensor, t: Timesteps, prediction: Prediction = "eps"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) implied by a network output under the parametrisation `prediction` ("eps", "x0" or "v")."""
+    _check_prediction(prediction)
+    if prediction == "eps":
+        return predict_x0_from_eps(schedule, x_t, t, output), output
+    if prediction == "x0":
+        return output, predict_eps_from_x0(schedule, x_t, t, output)
+    return predict_x0_from_v(schedule, x_t, t, output), predict_eps_from_v(schedule, x_t, t, output)
+
+
+def prediction_target(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: Timesteps, noise: torch.Tensor, prediction: Prediction = "eps"
+) -> torch.Tensor:
+    """What the network should output under `prediction`: the noise, the clean image or the velocity."""
+    _check_prediction(prediction)
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x0
+    return predict_v(schedule, x0, t, noise)
+
+
+def diffusion_loss(
+    network: Network,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    prediction: Prediction = "eps",
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """L_simple (DDPM eq. 14; seed 001 eq. 25, seed 000 eq. 10) for one batch x0 (B, C, H, W) in [-1, 1].
+
+    t ~ U{0..T-1} and eps ~ N(0, I) are drawn from `generator`; the network sees x_t = q_sample(x0, t, eps) and
+    its output is regressed (MSE, averaged over every element) on the target of `prediction`.
+
+    Returns `loss` (scalar, differentiable) and `image_loss` (detached): the seed's mean absolute error between
+    x0 and the x0 reconstructed from the network output, logged to see what the denoiser actually recovers.
+    """
+    batch = x0.shape[0]
+    device = generator.device if generator is not None else x0.device
+    t = torch.randint(0, schedule.num_timesteps, (batch,), generator=generator, device=device).to(x0.device)  # (B,)
+    noise = randn_like_with(x0, generator)  # (B, C, H, W)
+    x_t = q_sample(schedule, x0, t, noise)
+    output = network(x_t, t, cond)  # (B, C, H, W)
+    target = prediction_target(schedule, x0, t, noise, prediction)
+    loss = F.mse_loss(output.float(), target.float())
+    with torch.no_grad():
+        x0_reconstructed, _ = model_output_to_x0_eps(schedule, output.detach().float(), x_t, t, prediction)
+        image_loss = (x0_reconstructed - x0).abs().mean()
+    return {"loss": loss, "image_loss": image_loss}

@@ -1,0 +1,179 @@
+"""The forward process, its posterior, the eps/x0/v conversions and the training loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genlab.diffusion.process import (
+    diffusion_loss,
+    model_output_to_x0_eps,
+    predict_eps_from_v,
+    predict_eps_from_x0,
+    predict_v,
+    predict_x0_from_eps,
+    predict_x0_from_v,
+    prediction_target,
+    q_posterior,
+    q_sample,
+)
+from genlab.diffusion.schedules import NoiseSchedule, cosine_alphas_cumprod, schedule_alphas_cumprod
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)  # the unseeded draws below are then the same on every run
+
+
+@pytest.fixture(scope="module")
+def schedule() -> NoiseSchedule:
+    return NoiseSchedule("linear", 1000)
+
+
+@pytest.mark.parametrize("t", [0, 100, 500, 999])
+def test_q_sample_moments(schedule, t):
+    generator = torch.Generator().manual_seed(t)
+    count = 400_000
+    x0 = torch.full((count,), 0.7)
+    x_t = q_sample(schedule, x0, torch.full((count,), t), torch.randn(count, generator=generator))
+    abar = schedule.alphas_cumprod[t].double().item()
+    standard_error = ((1 - abar) / count) ** 0.5
+    assert x_t.double().mean().item() == pytest.approx(abar**0.5 * 0.7, abs=5 * standard_error)
+    # The variance estimate has standard error ~ var * sqrt(2 / n).
+    assert x_t.double().var().item() == pytest.approx(1 - abar, rel=5 * (2 / count) ** 0.5)
+
+
+def test_q_sample_per_sample_levels(schedule):
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 2, 4, 4, generator=generator)
+    noise = torch.randn(3, 2, 4, 4, generator=generator)
+    t = torch.tensor([0, 10, 999])
+    x_t = q_sample(schedule, x0, t, noise)
+    for i in range(3):
+        abar = schedule.alphas_cumprod[t[i]]
+        assert torch.allclose(x_t[i], abar.sqrt() * x0[i] + (1 - abar).sqrt() * noise[i], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "cosine-angle"])
+def test_posterior_closed_form_and_gaussian_product(name):
+    schedule = NoiseSchedule(name, 1000)
+    abar64 = schedule_alphas_cumprod(name, 1000)  # the float64 reference, not the float32 buffer
+    t = torch.tensor([1, 2, 50, 400, 998, 999])
+    x0 = torch.randn(len(t), 1, 3, 3, dtype=torch.float64)
+    x_t = torch.randn(len(t), 1, 3, 3, dtype=torch.float64)
+    mean, variance, log_variance = q_posterior(schedule, x0.float(), x_t.float(), t)
+    for i, step in enumerate(t.tolist()):
+        abar, abar_prev = abar64[step], abar64[step - 1]
+        beta = 1 - abar / abar_prev
+        # Closed form (seed 001, eq. 11).
+        coef_x0 = abar_prev.sqrt() * beta / (1 - abar)
+        coef_xt = (1 - beta).sqrt() * (1 - abar_prev) / (1 - abar)
+        closed_mean = coef_x0 * x0[i] + coef_xt * x_t[i]
+        closed_variance = beta * (1 - abar_prev) / (1 - abar)
+        # Gaussian product: q(x_t | x_{t-1}) as a density in x_{t-1} is N(x_t / sqrt(alpha), beta / alpha),
+        # times q(x_{t-1} | x0) = N(sqrt(abar_prev) x0, 1 - abar_prev) (seed 001, eq. 8-10).
+        mean_1, variance_1 = x_t[i] / (1 - beta).sqrt(), beta / (1 - beta)
+        mean_2, variance_2 = abar_prev.sqrt() * x0[i], 1 - abar_prev
+        product_variance = 1 / (1 / variance_1 + 1 / variance_2)
+        product_mean = product_variance * (mean_1 / variance_1 + mean_2 / variance_2)
+        assert torch.allclose(closed_mean, product_mean, rtol=1e-9, atol=1e-9)
+        assert closed_variance.item() == pytest.approx(product_variance.item(), rel=1e-9)
+        assert torch.allclose(mean[i].double(), closed_mean, rtol=1e-4, atol=1e-5)
+        assert variance[i].item() == pytest.approx(closed_variance.item(), rel=1e-4)
+        assert log_variance[i].item() == pytest.approx(closed_variance.log().item(), rel=1e-4)
+
+
+def test_posterior_at_first_step_is_x0(schedule):
+    x0, x_t = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    mean, variance, _ = q_posterior(schedule, x0, x_t, torch.tensor([0, 0]))
+    assert torch.allclose(mean, x0, atol=1e-6)
+    assert float(variance.max()) == 0.0
+
+
+@pytest.mark.parametrize("t_value", [0, 10, 300, 700, 999])
+def test_conversions_invert_each_other(schedule, t_value):
+    generator = torch.Generator().manual_seed(t_value)
+    x0 = torch.rand(4, 3, 8, 8, generator=generator) * 2 - 1
+    eps = torch.randn(4, 3, 8, 8, generator=generator)
+    t = torch.full((4,), t_value)
+    x_t = q_sample(schedule, x0, t, eps)
+    # 1/sqrt(abar) reaches ~160 at t = 999 (linear), which scales float32 rounding in x0 from eps.
+    scale = schedule.sqrt_recip_alphas_cumprod[t_value].item()
+    assert torch.allclose(predict_x0_from_eps(schedule, x_t, t, eps), x0, atol=1e-6 * scale * 10)
+    assert torch.allclose(predict_eps_from_x0(schedule, x_t, t, x0), eps, atol=1e-3)
+    v = predict_v(schedule, x0, t, eps)
+    assert torch.allclose(predict_x0_from_v(schedule, x_t, t, v), x0, atol=1e-5)
+    assert torch.allclose(predict_eps_from_v(schedule, x_t, t, v), eps, atol=1e-5)
+    for prediction, output in (("eps", eps), ("x0", x0), ("v", v)):
+        recovered_x0, recovered_eps = model_output_to_x0_eps(schedule, output, x_t, t, prediction)
+        assert torch.allclose(recovered_x0, x0, atol=1e-6 * scale * 10), prediction
+        assert torch.allclose(recovered_eps, eps, atol=1e-3), prediction
+        assert torch.equal(prediction_target(schedule, x0, t, eps, prediction), output)
+
+
+def test_conversions_with_int_timestep(schedule):
+    x0, eps = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    x_t = q_sample(schedule, x0, 250, eps)
+    assert torch.allclose(x_t, q_sample(schedule, x0, torch.tensor([250, 250]), eps))
+    assert torch.allclose(predict_x0_from_eps(schedule, x_t, 250, eps), x0, atol=1e-5)
+
+
+def test_v_is_the_angular_velocity():
+    """With abar = cos^2(phi), x_t = cos(phi) x0 + sin(phi) eps and v = d x_t / d phi (Salimans & Ho)."""
+    schedule = NoiseSchedule("custom", alphas_cumprod=cosine_alphas_cumprod(100))
+    x0, eps = torch.randn(1, 1, 2, 2), torch.randn(1, 1, 2, 2)
+    abar = schedule.alphas_cumprod[40].double()
+    phi = torch.acos(abar.sqrt())
+    derivative = -torch.sin(phi) * x0.double() + torch.cos(phi) * eps.double()
+    assert torch.allclose(predict_v(schedule, x0, 40, eps).double(), derivative, atol=1e-6)
+
+
+class RecordingNet(torch.nn.Module):
+    """A tiny conv net that records what the process hands it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.seen: list = []
+
+    def forward(self, x_t, t, cond):
+        self.seen.append((x_t.shape, t.clone(), cond))
+        return self.conv(x_t)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_diffusion_loss(schedule, prediction):
+    net = RecordingNet()
+    x0 = torch.rand(6, 1, 8, 8) * 2 - 1
+    labels = torch.arange(6)
+    losses = diffusion_loss(net, schedule, x0, labels, prediction, torch.Generator().manual_seed(0))
+    assert set(losses) == {"loss", "image_loss"}
+    assert losses["loss"].requires_grad and losses["loss"].dim() == 0
+    assert not losses["image_loss"].requires_grad
+    losses["loss"].backward()
+    assert net.conv.weight.grad is not None
+    shape, t, cond = net.seen[0]
+    assert shape == x0.shape and cond is labels
+    assert t.dtype == torch.long and t.shape == (6,) and 0 <= int(t.min()) and int(t.max()) < 1000
+    # Same generator seed -> same t, noise and loss.
+    again = diffusion_loss(net, schedule, x0, labels, prediction, torch.Generator().manual_seed(0))
+    assert torch.equal(net.seen[1][1], t) and torch.equal(again["loss"], losses["loss"])
+
+
+def test_diffusion_loss_is_zero_for_the_oracle(schedule):
+    """A network that outputs the exact target has zero L_simple and zero image MAE."""
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    generator_seed = 3
+
+    # Replay the process' own draws to build an oracle for eps.
+    generator = torch.Generator().manual_seed(generator_seed)
+    t = torch.randint(0, 1000, (4,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+
+    def oracle(x_t, t_seen, cond):
+        assert torch.equal(t_seen, t)
+        return noise
+
+    losses = diffusion_loss(oracle, schedule, x0, generator=torch.Generator().manual_seed(generator_seed))
+    assert losses["loss"].item() == 0.0
+    assert losses["image_loss"].item() < 1e-3
