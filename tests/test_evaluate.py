@@ -14,7 +14,7 @@ from genlab.utils import uint8_to_signed
 @pytest.fixture
 def tiny_domain_recipes(monkeypatch):
     """Domain networks trained for a handful of steps: these tests check the plumbing, not the accuracy."""
-    recipes = {name: domain.DomainRecipe(r.kind, r.data_task, r.image_field, 8, 8, r.learning_rate)
+    recipes = {name: domain.DomainRecipe(r.kind, r.data_task, r.image_field, 8, 8, r.learning_rate, 8)
                for name, r in domain.RECIPES.items()}
     monkeypatch.setattr(domain, "RECIPES", recipes)
 

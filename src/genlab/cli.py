@@ -145,8 +145,11 @@ def _add_train(commands) -> None:
         "--set net.gan_loss=lsgan",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("model", nargs="?", help="model family (pix2pix, ...); omit with --resume")
-    train.add_argument("--task", help="task name (see `genlab data list`) or folder:PATH (default facades-synth)")
+    train.add_argument("model", nargs="?", help=f"model family: {', '.join(_model_names())}; omit with --resume")
+    train.add_argument(
+        "--task", help="task name (see `genlab data list`) or folder:PATH (default: the preset's; facades-synth "
+        "for translation models, fashion-mnist for generation models)"
+    )
     train.add_argument("--preset", help="settings preset of the family: quick (default), paper, seed")
     train.add_argument("--size", type=int, help="image size in pixels (sets data.image_size)")
     budget = train.add_mutually_exclusive_group()
@@ -169,6 +172,12 @@ def _add_train(commands) -> None:
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
+
+
+def _model_names() -> list[str]:
+    from genlab.models import MODELS
+
+    return sorted(MODELS)
 
 
 def _train(args) -> int:
@@ -209,10 +218,7 @@ def _train(args) -> int:
                 apply_override(config, assignment)
         else:
             if not args.model:
-                from genlab.models import MODELS, get_model_class
-
-                get_model_class("pix2pix")  # registers the families
-                raise GenlabError(f"train: name a model (valid: {', '.join(sorted(MODELS))})")
+                raise GenlabError(f"train: name a model (valid: {', '.join(_model_names())})")
             if args.minutes is not None:
                 options["train.steps"] = None
             config = build_run_config(args.model, args.preset, options, args.set)

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from genlab.config import DataConfig
+from genlab.metrics import domain
+from genlab.utils import GenlabError
+
+
+@pytest.fixture
+def short_recipes(monkeypatch):
+    recipes = {name: domain.DomainRecipe(r.kind, r.data_task, r.image_field, 5, 4, r.learning_rate, 4)
+               for name, r in domain.RECIPES.items()}
+    monkeypatch.setattr(domain, "RECIPES", recipes)
+
+
+def test_segmenter_is_trained_once_then_loaded_from_the_cache(short_recipes, tmp_path, monkeypatch):
+    first = domain.domain_network("facades-synth", 16, cache=tmp_path)
+    cached = list(tmp_path.iterdir())
+    assert len(cached) == 1 and "facades-synth-segmenter-16px-seed0" in cached[0].name
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of loading the cache")
+
+    monkeypatch.setattr(domain, "_train", no_training)
+    again = domain.domain_network("facades-synth", 16, cache=tmp_path)
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    assert torch.equal(first(images)["features"], again(images)["features"])
+    assert again.test_scores == first.test_scores
+    output = again(images)
+    assert output["features"].shape == (3, again.dims) and output["probs"].shape == (3, 12)
+    assert torch.allclose(output["probs"].sum(dim=1), torch.ones(3, dtype=torch.float64))
+    assert again.segment(images).shape == (3, 16, 16)
+    assert again.provenance()["network"] == "domain:facades-synth"
+
+
+def test_unknown_task_lists_the_available_ones():
+    with pytest.raises(GenlabError, match="available for: fashion-mnist"):
+        domain.domain_network("facades", 64)
+
+
+def test_classifier_is_trained_on_the_training_split_only(short_recipes, tmp_path, monkeypatch):
+    from genlab.data.fashion_mnist import available
+
+    if not available(DataConfig(task="fashion-mnist")):
+        pytest.skip("Fashion-MNIST is not installed")
+    from genlab.data import tasks
+
+    seen_splits = []
+    original = tasks.Task.split
+
+    def recording_split(self, name):
+        seen_splits.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(tasks.Task, "split", recording_split)
+    monkeypatch.setattr(domain, "_test_scores", lambda *args: {"accuracy": 0.0})
+    domain.domain_network("fashion-mnist", 16, cache=tmp_path)
+    assert seen_splits and set(seen_splits) == {"train"}
+
+
+@pytest.mark.slow
+def test_facades_synth_segmenter_reaches_90_percent_pixel_accuracy(tmp_path):
+    network = domain.domain_network("facades-synth", 64, cache=tmp_path, progress=False)
+    assert network.test_scores["pixel_accuracy"] >= 0.90
+
+
+@pytest.mark.slow
+def test_fashion_mnist_classifier_reaches_88_percent(tmp_path):
+    from genlab.data.fashion_mnist import available
+
+    if not available(DataConfig(task="fashion-mnist")):
+        pytest.skip("Fashion-MNIST is not installed")
+    network = domain.domain_network("fashion-mnist", 32, cache=tmp_path, progress=False)
+    assert network.test_scores["accuracy"] >= 0.88
