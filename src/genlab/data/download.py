@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 
 from genlab.config import DataConfig
-from genlab.data.tasks import ImageSplit, Task, TaskSpec
+from genlab.data.tasks import ImageSplit, Task
 from genlab.utils import GenlabError, atomic_path, atomic_write_text
 
 FACADES_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz"
@@ -292,17 +292,9 @@ def build_facades_task(config: DataConfig) -> Task:
     with --direction BtoA), so the halves are swapped here to make the label map the source.
     """
     from genlab.data import folders
-    from genlab.data.facades_synth import CLASS_NAMES
+    from genlab.data.facades_synth import facades_spec
 
-    spec = TaskSpec(
-        name="facades",
-        kind="paired",
-        image_size=config.image_size,
-        source_channels=3,
-        target_channels=3,
-        label_map_fields=("source",),
-        class_names=CLASS_NAMES,
-    )
+    spec = facades_spec("facades", config.image_size)
 
     def load_split(split: str) -> ImageSplit:
         folder = prepare_facades()

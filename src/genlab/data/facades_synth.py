@@ -99,18 +99,23 @@ def load_split(split: str, size: int) -> ImageSplit:
     return ImageSplit(fields, item_names(split))
 
 
-def build_task(config: DataConfig) -> Task:
-    """The facades-synth task: label map ("source", 3 channels) -> photo ("target", 3 channels), 400/100/100."""
-    _check_size(config.image_size)
-    spec = TaskSpec(
-        name="facades-synth",
+def facades_spec(name: str, image_size: int) -> TaskSpec:
+    """The spec of a CMP-facades-style task: RGB label map ("source") -> RGB photo ("target"), 12 classes."""
+    return TaskSpec(
+        name=name,
         kind="paired",
-        image_size=config.image_size,
+        image_size=image_size,
         source_channels=3,
         target_channels=3,
         label_map_fields=("source",),
         class_names=CLASS_NAMES,
     )
+
+
+def build_task(config: DataConfig) -> Task:
+    """The facades-synth task: label map ("source", 3 channels) -> photo ("target", 3 channels), 400/100/100."""
+    _check_size(config.image_size)
+    spec = facades_spec("facades-synth", config.image_size)
     return Task(spec, lambda split: load_split(split, config.image_size), config)
 
 

@@ -25,6 +25,7 @@ from genlab.nn.diffusion_unet import (
     quick_unet_config,
     seed_unet_config,
 )
+from genlab.nn.embeddings import drop_labels
 from genlab.train.ema import ema_decay, ema_update
 from genlab.utils import GenlabError
 
@@ -131,6 +132,36 @@ class DiffusionModel(GenerativeModel):
         ema_update(self.ema_network, self.network, ema_decay(self.step, self.config.ema_decay, self.config.ema_warmup))
         return {"loss": losses["loss"].item(), "image_loss": losses["image_loss"].item()}
 
+    # --- class conditioning -----------------------------------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        """Whether the denoiser takes class labels (then the null label `num_classes` means "no class")."""
+        return self.network.config.num_classes > 0
+
+    def training_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Labels with classifier-free-guidance dropout: each replaced by the null label with label_dropout."""
+        return drop_labels(labels, self.spec.num_classes, self.config.label_dropout)
+
+    def sample_items(self, count: int, item_shape: tuple[int, ...], labels, generator, options: dict) -> torch.Tensor:
+        """Generate `count` items of `item_shape`, class-conditioned (with guidance) when the model is conditional.
+
+        Labels default to cycling through the classes; they are checked against the task's classes.
+        """
+        guidance = options.pop("guidance_scale", self.config.guidance_scale)
+        cond = null = None
+        if self.conditional:
+            labels = torch.arange(count) % self.spec.num_classes if labels is None else labels
+            cond = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+            if len(cond) != count:
+                raise GenlabError(f"sample: {len(cond)} labels for {count} images")
+            if cond.min() < 0 or cond.max() >= self.spec.num_classes:
+                raise GenlabError(f"sample: labels must be in 0..{self.spec.num_classes - 1}")
+            null = torch.full_like(cond, self.spec.num_classes)
+        elif labels is not None:
+            raise GenlabError(f"sample: this {self.name} run is unconditional; it takes no labels")
+        guidance = guidance if cond is not None else 1.0
+        return self.generate((count, *item_shape), cond, null, generator, guidance_scale=guidance, **options)
+
     # --- sampling ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -211,40 +242,17 @@ class DDPM(DiffusionModel):
         },
     }
 
-    @property
-    def conditional(self) -> bool:
-        return self.config.class_conditional and self.spec.num_classes > 0
-
     def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:
         classes = spec.num_classes if self.config.class_conditional else 0
         return spec.image_size, spec.target_channels, 0, classes
 
     def inputs(self, batch):
-        if not self.conditional:
-            return batch["image"], None
-        labels = batch["label"]
-        dropped = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
-        return batch["image"], torch.where(dropped, torch.full_like(labels, self.spec.num_classes), labels)
+        return batch["image"], self.training_labels(batch["label"]) if self.conditional else None
 
     def sample(self, count, labels=None, generator=None, **options):
         """`count` images; class-conditional models take `labels` (B,) (default: cycling through the classes)."""
-        cond = null = None
-        guidance = options.pop("guidance_scale", self.config.guidance_scale)
-        if self.conditional:
-            if labels is None:
-                labels = torch.arange(count) % self.spec.num_classes
-            cond = torch.as_tensor(labels, dtype=torch.long, device=self.device)
-            if len(cond) != count:
-                raise GenlabError(f"sample: {len(cond)} labels for {count} images")
-            if cond.min() < 0 or cond.max() >= self.spec.num_classes:
-                raise GenlabError(f"sample: labels must be in 0..{self.spec.num_classes - 1}")
-            null = torch.full_like(cond, self.spec.num_classes)
-        elif labels is not None:
-            raise GenlabError("sample: this ddpm run is unconditional; it takes no labels")
-        shape = (count, self.spec.target_channels, self.spec.image_size, self.spec.image_size)
-        return self.generate(
-            shape, cond, null, generator, guidance_scale=guidance if cond is not None else 1.0, **options
-        )
+        item_shape = (self.spec.target_channels, self.spec.image_size, self.spec.image_size)
+        return self.sample_items(count, item_shape, labels, generator, options)
 
     def preview(self, batch):
         labels = batch["label"] if self.conditional else None

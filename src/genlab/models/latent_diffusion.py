@@ -178,10 +178,6 @@ class LatentDiffusion(DiffusionModel):
         return size, self.config.ae_latent_channels, cond_channels, classes
 
     @property
-    def conditional(self) -> bool:
-        return self.network.config.num_classes > 0
-
-    @property
     def latent_size(self) -> int:
         return self.spec.image_size // self.config.ae_factor
 
@@ -208,11 +204,7 @@ class LatentDiffusion(DiffusionModel):
             latents = latents * self.latent_scale
         if self.spec.kind == "paired":
             return latents, self._source_condition(batch["source"])
-        if not self.conditional:
-            return latents, None
-        labels = batch["label"]
-        dropped = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
-        return latents, torch.where(dropped, torch.full_like(labels, self.spec.num_classes), labels)
+        return latents, self.training_labels(batch["label"]) if self.conditional else None
 
     def _source_condition(self, source: torch.Tensor) -> torch.Tensor:
         size = (self.latent_size, self.latent_size)
@@ -230,22 +222,7 @@ class LatentDiffusion(DiffusionModel):
     def sample(self, count, labels=None, generator=None, **options):
         if self.spec.kind != "labelled":
             raise GenlabError("this ldm run translates images (paired task); use translate")
-        cond = null = None
-        guidance = options.pop("guidance_scale", self.config.guidance_scale)
-        if self.conditional:
-            labels = torch.arange(count) % self.spec.num_classes if labels is None else labels
-            cond = torch.as_tensor(labels, dtype=torch.long, device=self.device)
-            null = torch.full_like(cond, self.spec.num_classes)
-        elif labels is not None:
-            raise GenlabError("sample: this ldm run is unconditional; it takes no labels")
-        latents = self.generate(
-            self._latent_shape(count),
-            cond,
-            null,
-            generator,
-            guidance_scale=guidance if cond is not None else 1.0,
-            **options,
-        )
+        latents = self.sample_items(count, self._latent_shape(1)[1:], labels, generator, options)
         return self._decode(latents)
 
     def translate_batch(self, source, generator=None, **options):
