@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.metrics import features
 from genlab.metrics.features import (
     INCEPTION_FILENAME,
     INCEPTION_URL,
@@ -228,15 +227,16 @@ def test_cached_file_is_found_without_download(offline, weights_file):
 
 
 def test_downloaded_file_with_wrong_hash_is_rejected_and_removed(offline, monkeypatch, weights_file):
-    def fake_fetch(url, destination, *args, **kwargs):
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        Path(destination).write_bytes(weights_file.read_bytes())  # random weights: hash is not 6726825d...
-        return Path(destination)
+    from genlab.data import download
 
-    monkeypatch.setattr(features, "fetch_file", fake_fetch)
+    def fake_transfer(url, temporary, *args, **kwargs):
+        Path(temporary).write_bytes(weights_file.read_bytes())  # random weights: hash is not 6726825d...
+
+    monkeypatch.setattr(download, "_download", fake_transfer)
     with pytest.raises(GenlabError, match="6726825d"):
         load_inception()
     assert not (offline / "cache" / "weights" / INCEPTION_FILENAME).exists()
+    assert download.recorded_sha256(offline / "cache" / "weights" / INCEPTION_FILENAME) is None
 
 
 class _MeanColour(torch.nn.Module):

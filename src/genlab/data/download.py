@@ -95,6 +95,7 @@ def verify_file(
 ) -> str:
     """Check a file's size and SHA-256 against the expected values and the recorded checksum; return its digest.
 
+    `expected_sha256` may be the full digest or a prefix of it (hub-style weight files carry one in their name).
     A mismatch raises a GenlabError telling the user to delete the file (it is then downloaded again).
     `shown_as` is the name used in messages (the destination, when `path` is still a temporary file).
     """
@@ -107,7 +108,7 @@ def verify_file(
             "delete it and try again"
         )
     digest = sha256_of(path)
-    if expected_sha256 is not None and digest != expected_sha256.lower():
+    if expected_sha256 is not None and not digest.startswith(expected_sha256.lower()):
         raise GenlabError(
             f"{shown}: SHA-256 {digest} does not match the expected {expected_sha256}; "
             "the file is corrupt or not the right one: delete it and try again"

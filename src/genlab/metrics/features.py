@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.data.download import cache_dir, fetch_file, sha256_of
+from genlab.data.download import cache_dir, fetch_file, record_sha256, recorded_sha256
 from genlab.utils import GenlabError, uint8_to_signed
 
 # pytorch-fid's port of the TF graph `inception-2015-12-05.tgz`, the network of the original FID code.
@@ -314,19 +314,15 @@ def download_weights(source: WeightSource, destination: Path, how_to: str) -> Pa
     """Download `source` to `destination` and check its SHA-256 prefix; offline -> FeatureWeightsMissing(how_to)."""
     url = source.download_url()
     try:
-        fetch_file(url, destination, description=source.filename)
-    except (GenlabError, OSError) as error:
+        # The hub naming convention puts the first hex digits of the SHA-256 in the file name: anything else (an
+        # HTML page from a captive portal, another file) is rejected before it is recorded or kept.
+        fetch_file(url, destination, expected_sha256=source.sha256_prefix, description=source.filename)
+    except OSError as error:
         raise FeatureWeightsMissing(f"{how_to} (download of {url} failed: {error})") from error
-    if source.sha256_prefix is not None:
-        digest = sha256_of(destination)
-        if not digest.startswith(source.sha256_prefix):
-            # The hub naming convention puts the first hex digits of the SHA-256 in the file name; anything else
-            # (an HTML page from a captive portal, another file) must not stay where the next run would trust it.
-            destination.unlink(missing_ok=True)
-            raise GenlabError(
-                f"{url}: the downloaded file has SHA-256 {digest[:16]}..., expected one starting with "
-                f"{source.sha256_prefix}; it was removed. Supply the right file by hand. {how_to}"
-            )
+    except GenlabError as error:
+        if destination.exists():
+            raise
+        raise FeatureWeightsMissing(f"{how_to} (download of {url} failed: {error})") from error
     return destination
 
 
@@ -403,6 +399,11 @@ def load_weights_into(module: nn.Module, path: Path, ignore_prefixes: tuple[str,
     """Load a standard weight file into `module`, strictly, after checking keys and shapes."""
     state = check_state_dict(module.state_dict(), read_state_dict(path), path, ignore_prefixes)
     module.load_state_dict(state, strict=True)
+    # A file put into genlab's cache by hand is recorded once it has proved usable; later uses then catch a
+    # changed or damaged file (downloads are recorded by fetch_file itself).
+    cache = weights_cache_dir().resolve()
+    if Path(path).resolve().is_relative_to(cache) and recorded_sha256(path) is None:
+        record_sha256(path)
 
 
 def freeze(module: nn.Module) -> nn.Module:
