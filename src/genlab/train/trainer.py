@@ -97,7 +97,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         for name, module in list(model.named_children()):
             setattr(model, name, torch.compile(module))
 
-    log = MetricsLog(run_dir / "metrics.csv")
+    log = MetricsLog(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tensorboard")
     log.truncate_after(model.step)
     preview = _preview_batch(task, config.train.preview_count)
     loop = _Loop(config, run_dir, task, model, log, preview, seconds_before)
