@@ -68,7 +68,9 @@ def _markdown(rows: list[dict], header: bool = True) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a ddpm, cddim or ldm run directory")
-    parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100], help="DDIM step counts")
+    parser.add_argument(
+        "--steps", type=int, nargs="*", default=[10, 20, 50, 100], help="DDIM step counts (none: skip DDIM)"
+    )
     parser.add_argument("--ddpm", action="store_true", help="also the DDPM ancestral sampler at all T steps")
     parser.add_argument("--count", type=int, default=200, help="images per setting")
     parser.add_argument("--batch-size", type=int, default=100)

@@ -26,7 +26,6 @@ class Runtime:
 
     device: torch.device
     autocast_dtype: torch.dtype | None = None  # None: full fp32
-    accelerator: Any = None  # an accelerate.Accelerator when launched with one
 
     @staticmethod
     def for_device(device: torch.device, precision: str = "auto") -> Runtime:
@@ -137,9 +136,7 @@ class GenerativeModel(nn.Module, ABC):
         optimizer = self.optimizers[optimizer_name]
         optimizer.zero_grad(set_to_none=True)
         scaler = None
-        if self.runtime.accelerator is not None:
-            self.runtime.accelerator.backward(loss)
-        elif self.runtime.autocast_dtype == torch.float16:
+        if self.runtime.autocast_dtype == torch.float16:
             scaler = self._scalers.setdefault(optimizer_name, torch.amp.GradScaler(self.runtime.device.type))
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones

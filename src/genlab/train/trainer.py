@@ -18,7 +18,7 @@ from genlab.data.tasks import Task, get_task
 from genlab.grid import save_grid
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
 from genlab.train import checkpoint as ckpt
-from genlab.train.distributed import make_accelerator
+from genlab.train.distributed import require_single_process
 from genlab.train.logging import MetricsLog
 from genlab.utils import GenlabError, seed_everything, select_device
 
@@ -76,12 +76,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
 
     seed_everything(config.seed)
     device = select_device(config.train.device)
-    accelerator = make_accelerator(device, config.train.precision)
+    require_single_process()
     task = get_task(config.data)
     model = build_model(config, task)
     runtime = Runtime.for_device(device, config.train.precision)
-    if accelerator is not None:
-        runtime = Runtime(accelerator.device, runtime.autocast_dtype, accelerator)
     model.attach(runtime)
 
     seconds_before = 0.0
