@@ -442,15 +442,21 @@ def print_metrics(rows: dict[str, dict]) -> None:
         print(f"  {key}: skipped: {reason.splitlines()[0]}")
 
 
+PROVENANCE_KEYS = ("segmenter", "classifier", "features")  # which network measured; not metrics themselves
+
+
 def _flatten(metrics: dict, prefix: str = "") -> dict[str, dict]:
+    """Nested metric dicts -> {"domain.fid": entry, "fcn.mean_iou": {"value": ...}, ...} for printing."""
     flat = {}
     for key, entry in metrics.items():
+        if key in PROVENANCE_KEYS:
+            continue
         if isinstance(entry, dict) and ("value" in entry or "skipped" in entry):
             flat[prefix + key] = entry
         elif isinstance(entry, dict):
             flat.update(_flatten(entry, f"{prefix}{key}."))
-        elif key in ("value",):
-            continue
+        elif isinstance(entry, float) and prefix:  # bare scores such as fcn.pixel_accuracy
+            flat[prefix + key] = {"value": entry}
     return flat
 
 
