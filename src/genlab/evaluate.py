@@ -124,12 +124,12 @@ def score_translations(
     outputs: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor, task: Task, options: EvalOptions
 ) -> dict[str, Any]:
     """Paired metrics, then each feature space's distribution metrics and, for label maps, the FCN-score."""
-    lpips_loader = _lpips_loader() if options.lpips else None
+    loader = lpips_loader() if options.lpips else None
     metrics: dict[str, Any] = suite.paired_scores(
         outputs,
         targets,
         ("psnr", "ssim", "ms_ssim", "lpips") if options.lpips else ("psnr", "ssim", "ms_ssim"),
-        lpips_loader=lpips_loader,
+        lpips_loader=loader,
     )
     for space in options.features:
         extractor, network = feature_network(space, task, options)
@@ -143,7 +143,7 @@ def score_translations(
     return metrics
 
 
-def _lpips_loader():
+def lpips_loader():
     from genlab.metrics.perceptual import load_lpips
 
     return lambda: load_lpips("alex")

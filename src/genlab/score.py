@@ -66,9 +66,9 @@ def score_folders(
         results["unmatched"] = len(set(predicted) ^ set(reference))
         outputs = torch.stack([predicted[name] for name in common])
         targets = torch.stack([reference[name] for name in common])
-        from genlab.evaluate import _lpips_loader
+        from genlab.evaluate import lpips_loader
 
-        results["metrics"].update(suite.paired_scores(outputs, targets, tuple(paired), lpips_loader=_lpips_loader()))
+        results["metrics"].update(suite.paired_scores(outputs, targets, tuple(paired), lpips_loader=lpips_loader()))
     distribution = tuple(name for name in metrics if name in suite.DISTRIBUTION_METRICS)
     if distribution:
         fake, real = _stack(predicted, pred_dir), _stack(reference, ref_dir)
