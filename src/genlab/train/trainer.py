@@ -92,8 +92,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / ckpt.CONFIG_FILE)  # on resume it records a raised budget
     if config.train.compile:
-        for name, module in list(model.named_children()):
-            setattr(model, name, torch.compile(module))
+        for module in model.children():
+            module.compile()  # in place: the state_dict keys (and so the checkpoints) stay the same
 
     log = MetricsLog(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tensorboard")
     log.truncate_after(model.step)
