@@ -177,10 +177,10 @@ class _Loop:
             if step % train.sample_every == 0:
                 self.save_preview()
             if step % train.checkpoint_every == 0:
-                self.save_checkpoint(numbered=True)
+                self.save_checkpoint()
         bar.close()
         self.save_preview()
-        self.save_checkpoint(numbered=True)
+        self.save_checkpoint()
         if stopped_by == "signal":
             tqdm.write(f"stopped at step {self.model.step}; resume with: genlab train --resume --out {self.run_dir}")
         return stopped_by
@@ -191,7 +191,8 @@ class _Loop:
         self.model.train(was_training)
         save_grid(rows, self.run_dir / "samples" / f"step_{self.model.step:07d}.png")
 
-    def save_checkpoint(self, numbered: bool) -> None:
+    def save_checkpoint(self) -> None:
+        """Write last.pt, then link it as the numbered checkpoint of this step and prune old ones."""
         payload = {
             "model": self.config.model,
             "config": self.config.to_dict(),
@@ -203,14 +204,13 @@ class _Loop:
         }
         last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
         ckpt.save_checkpoint(last, payload)
-        if numbered:
-            numbered_path = ckpt.numbered_checkpoint(self.run_dir, self.model.step)
-            numbered_path.unlink(missing_ok=True)
-            try:
-                numbered_path.hardlink_to(last)  # same bytes, no second write
-            except OSError:
-                ckpt.save_checkpoint(numbered_path, payload)
-            ckpt.prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        numbered_path = ckpt.numbered_checkpoint(self.run_dir, self.model.step)
+        numbered_path.unlink(missing_ok=True)
+        try:
+            numbered_path.hardlink_to(last)  # same bytes, no second write
+        except OSError:
+            ckpt.save_checkpoint(numbered_path, payload)
+        ckpt.prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:
