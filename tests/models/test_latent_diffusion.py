@@ -51,6 +51,8 @@ def test_stages_scale_and_frozen_autoencoder():
         assert "ae_reconstruction" in model.training_step(batch)
         model.end_step()
     assert model.latent_scale == 0
+    scheduler = model.schedulers["network"]
+    assert scheduler.last_epoch == 0  # the denoiser's LR warm-up starts with its own training
     frozen = [p.clone() for p in model.autoencoder.parameters()]
     losses = model.training_step(batch)
     assert set(losses) == {"loss", "image_loss"}

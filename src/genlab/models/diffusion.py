@@ -79,7 +79,7 @@ class DiffusionModel(GenerativeModel):
         warmup = max(1, config.warmup_steps)
         self.schedulers = {
             "network": torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda n: min(1.0, max(1, n + 1 - self.warmup_start()) / warmup)
+                optimizer, lambda n: min(1.0, (n + 1) / warmup)
             )
         }
 
@@ -87,10 +87,6 @@ class DiffusionModel(GenerativeModel):
     def preview_steps(self) -> int:
         """DDIM steps of the preview grids (never more than the schedule has)."""
         return min(self.config.preview_steps, self.config.timesteps)
-
-    def warmup_start(self) -> int:
-        """The step at which the denoiser starts training (after the autoencoder stage in latent diffusion)."""
-        return 0
 
     # --- what differs between the families -----------------------------------------------------------------
     def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:

@@ -181,8 +181,11 @@ class LatentDiffusion(DiffusionModel):
     def latent_size(self) -> int:
         return self.spec.image_size // self.config.ae_factor
 
-    def warmup_start(self) -> int:
-        return 0 if self.config.autoencoder_run else self.config.autoencoder_steps
+    def end_step(self) -> None:
+        if self.in_stage_one():  # the denoiser's optimiser has not stepped yet, so its LR warm-up waits too
+            self.step += 1
+            return
+        super().end_step()
 
     def in_stage_one(self) -> bool:
         return self.step < self.stage_one_steps
