@@ -20,16 +20,6 @@ from genlab.diffusion.process import (
 from genlab.diffusion.schedules import NoiseSchedule, cosine_alphas_cumprod, schedule_alphas_cumprod
 
 
-@pytest.fixture(autouse=True)
-def _seed_torch():
-    torch.manual_seed(0)  # the unseeded draws below are then the same on every run
-
-
-@pytest.fixture(scope="module")
-def schedule() -> NoiseSchedule:
-    return NoiseSchedule("linear", 1000)
-
-
 @pytest.mark.parametrize("t", [0, 100, 500, 999])
 def test_q_sample_moments(schedule, t):
     generator = torch.Generator().manual_seed(t)

@@ -20,16 +20,6 @@ from genlab.diffusion.schedules import NoiseSchedule
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.fixture(autouse=True)
-def _seed_torch():
-    torch.manual_seed(0)  # the unseeded draws below are then the same on every run
-
-
-@pytest.fixture(scope="module")
-def schedule() -> NoiseSchedule:
-    return NoiseSchedule("linear", 1000)
-
-
 def oracle_eps_model(schedule: NoiseSchedule, x0: torch.Tensor):
     """The true noise for a known x0: eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)."""
 
