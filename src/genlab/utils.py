@@ -48,6 +48,48 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return generator
 
 
+class PerSampleGenerator:
+    """One torch.Generator per sample (as EDM's StackedRandomGenerator): draws for a batch stack each sample's
+    own draw, so sample i gets the same noise whatever the batch size or its position in the batch."""
+
+    def __init__(self, seeds: list[int], device: torch.device | str = "cpu") -> None:
+        self.generators = [make_generator(seed, device) for seed in seeds]
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(B, *item) normal noise, item i from generator i; B must equal the number of generators."""
+        if shape[0] != len(self.generators):
+            raise ValueError(f"PerSampleGenerator holds {len(self.generators)} generators, asked for {shape[0]}")
+        return torch.stack(
+            [torch.randn(shape[1:], generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        )
+
+
+Generator = torch.Generator | PerSampleGenerator
+
+
+def sample_generator(seed: int, first_index: int, count: int) -> PerSampleGenerator:
+    """Generators for samples first_index .. first_index + count - 1 of a seed: sample i's noise is f(seed, i)."""
+    return PerSampleGenerator([derive_seed(seed, index) for index in range(first_index, first_index + count)])
+
+
+def randn(
+    shape: tuple[int, ...], generator: Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Normal noise of `shape` on `device`, drawn from a torch.Generator, a PerSampleGenerator, or the global RNG.
+
+    Draws happen on the generator's own device and are then moved, so a CPU generator drives a GPU run
+    reproducibly.
+    """
+    if isinstance(generator, PerSampleGenerator):
+        return generator.randn(tuple(shape)).to(device)
+    draw_device = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=draw_device).to(device)
+
+
 def derive_seed(*parts: int) -> int:
     """Mix several integers (run seed, step, index...) into one 63-bit seed, stable across runs and machines."""
     value = 0x9E3779B97F4A7C15

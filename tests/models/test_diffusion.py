@@ -48,7 +48,7 @@ def test_sampling_shapes_determinism_and_options():
     assert torch.equal(first, again)  # DDIM eta 0 from the same x_T
     ddpm_sampled = model.sample(2, generator=torch.Generator().manual_seed(1), sampler="ddpm")
     assert ddpm_sampled.shape == (2, 1, 16, 16)
-    with pytest.raises(GenlabError, match="labels must be in 0..9"):
+    with pytest.raises(GenlabError, match="label 10 is outside the classes 0..9"):
         model.sample(1, labels=torch.tensor([10]))
     with pytest.raises(GenlabError, match="between 1 and 50"):
         model.sample(1, steps=51)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.diffusion.schedules import NoiseSchedule, values_at
+from genlab.utils import Generator, randn
 
 Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
@@ -33,13 +34,9 @@ Timesteps = torch.Tensor | int
 Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def randn_like_with(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard normal noise shaped like `x`, drawn from `generator` on the generator's own device.
-
-    Drawing on the generator's device (then moving) lets a CPU generator drive a GPU run reproducibly.
-    """
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+def randn_like_with(x: torch.Tensor, generator: Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like `x`, drawn from `generator` (a torch.Generator or one per sample)."""
+    return randn(x.shape, generator, x.device).to(x.dtype)
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: Timesteps, noise: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,52 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from genlab.data.tasks import TaskSpec
-from genlab.utils import GenlabError, to_model_batch
+from genlab.utils import Generator, GenlabError, to_model_batch
+
+
+@dataclass(frozen=True)
+class Abilities:
+    """What a family can do, declared on its class; callers ask it instead of probing attributes.
+
+    >>> Abilities(translates=True).can("translate")
+    True
+    """
+
+    translates: bool = False  # translate_batch(source) maps a source image to a target image
+    samples: bool = False  # sample(count) generates images from noise alone
+    class_conditional: bool = False  # sample(count, labels) follows class labels on tasks with classes
+    unpaired: bool = False  # trains on unpaired tasks (two image sets, no pairs)
+    reverse: bool = False  # translate_batch(..., direction="BtoA") maps target-domain images back
+    stochastic: bool = False  # several outputs per input (or per label) differ
+    # translate options that turn on the stochastic outputs (pix2pix: dropout at inference); {} = always on
+    stochastic_options: dict[str, Any] = field(default_factory=dict)
+    ema: bool = False  # keeps an exponential moving average of its weights, used for sampling
+    # How `genlab sample --interpolate` walks between two latent codes: linear (VAE), slerp (Gaussian noise).
+    interpolation: Literal["none", "linear", "slerp"] = "none"
+
+    def can(self, action: str) -> bool:
+        """Whether the family can `translate`, `sample`, `reverse` (translate BtoA) or take `labels`."""
+        return {
+            "translate": self.translates,
+            "sample": self.samples,
+            "reverse": self.reverse,
+            "labels": self.class_conditional,
+            "interpolate": self.interpolation != "none",
+        }[action]
+
+
+def cycle_labels(count: int, num_classes: int) -> torch.Tensor:
+    """Labels 0, 1, ..., K-1, 0, 1, ... for `count` samples: every class equally often (int64, (count,))."""
+    if num_classes < 1:
+        raise GenlabError(f"cycle_labels: need at least one class, got {num_classes}")
+    return torch.arange(count, dtype=torch.long) % num_classes
 
 
 @dataclass
@@ -45,6 +83,8 @@ class GenerativeModel(nn.Module, ABC):
     name: ClassVar[str]
     config_class: ClassVar[type]
     task_kinds: ClassVar[frozenset[str]]  # which TaskSpec.kind values the family supports
+    abilities: ClassVar[Abilities] = Abilities()
+    purpose: ClassVar[str] = ""  # what the family does, in a few words, for error messages ("translates images")
     # Preset name -> dotted overrides ("train.steps": 2000, "net.width": 32, "data.image_size": 64...).
     presets: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}}
     default_preset: ClassVar[str] = "quick"
@@ -80,21 +120,69 @@ class GenerativeModel(nn.Module, ABC):
         Tensors may be (C, H, W) or (B, C, H, W), float in [-1, 1] or uint8. Inputs of another size are resized
         to the model's image size (nearest for label maps) and outputs stay at that size.
         """
+        self.require("translate")
         nearest = "source" in self.spec.label_map_fields
         batch, restore = to_model_batch(source, self.spec.source_channels, self.spec.image_size, nearest)
         return restore(self.translate_batch(batch.to(self.device), generator=generator, **options))
 
-    def translate_batch(
-        self, source: torch.Tensor, generator: torch.Generator | None = None, **options
-    ) -> torch.Tensor:
+    def translate_batch(self, source: torch.Tensor, generator: Generator | None = None, **options) -> torch.Tensor:
         """Map source images (B, C, H, W) in [-1, 1] to target images (B, C', H, W) in [-1, 1]."""
-        raise GenlabError(f"model {self.name!r} does not translate images (it is a generation model)")
+        self.require("translate")
+        raise NotImplementedError(f"{self.name} declares translates=True but defines no translate_batch")
 
     def sample(
-        self, count: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None, **options
+        self, count: int, labels: torch.Tensor | None = None, generator: Generator | None = None, **options
     ) -> torch.Tensor:
         """Generate `count` images in [-1, 1] (class-conditioned by `labels` when given)."""
-        raise GenlabError(f"model {self.name!r} does not sample unconditionally (it translates images)")
+        self.require("sample")
+        raise NotImplementedError(f"{self.name} declares samples=True but defines no sample")
+
+    def can(self, action: str) -> bool:
+        """Whether this model can `translate`, `sample`, `reverse`, take `labels` or `interpolate`: the family
+        declares it, and the task it was built for allows it (a family that does both does one per task)."""
+        if not self.abilities.can(action):
+            return False
+        if action in ("translate", "reverse"):
+            return self.spec.kind in ("paired", "unpaired")
+        if action in ("sample", "interpolate"):
+            return self.spec.kind == "labelled"
+        return action != "labels" or self.conditional
+
+    def require(self, action: str) -> None:
+        """Raise one clear error when this model cannot do `action` (see `can`)."""
+        if self.can(action):
+            return
+        verbs = {
+            "translate": "translate images",
+            "sample": "generate images from noise (it needs a source image: use translate)",
+            "reverse": "translate in the reverse direction BtoA (it has no reverse generator)",
+            "labels": "follow class labels",
+            "interpolate": "interpolate between latent codes",
+        }
+        if action == "translate" and self.abilities.samples and self.spec.kind == "labelled":
+            verbs["translate"] = "translate images (it generates images: use sample)"
+        purpose = f" ({self.purpose})" if self.purpose else ""
+        raise GenlabError(f"model {self.name!r}{purpose} trained on {self.spec.name} cannot {verbs[action]}")
+
+    @property
+    def conditional(self) -> bool:
+        """Whether this built model takes class labels: the family can, and the task has classes."""
+        return self.abilities.class_conditional and self.spec.num_classes > 0
+
+    def check_labels(self, labels: torch.Tensor | None, count: int) -> torch.Tensor | None:
+        """Labels for `count` samples on the model's device: cycled through the classes when None; checked."""
+        if not self.conditional:
+            if labels is not None:
+                raise GenlabError(f"sample: this {self.name} run is unconditional (not class-conditional); it takes no labels")
+            return None
+        labels = cycle_labels(count, self.spec.num_classes) if labels is None else labels
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if labels.dim() != 1 or len(labels) != count:
+            raise GenlabError(f"sample: {len(labels.reshape(-1))} labels for {count} images")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.spec.num_classes):
+            bad = int(labels[(labels < 0) | (labels >= self.spec.num_classes)][0])
+            raise GenlabError(f"sample: label {bad} is outside the classes 0..{self.spec.num_classes - 1}")
+        return labels.to(self.device)
 
     def preview(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Rows of images for the training preview grid (default: input | output | target for paired tasks)."""

@@ -17,7 +17,7 @@ import torch
 from genlab.diffusion.process import diffusion_loss
 from genlab.diffusion.samplers import DDIMSampler, DDPMSampler, evenly_spaced_timesteps, sample_loop
 from genlab.diffusion.schedules import NoiseSchedule
-from genlab.models.base import GenerativeModel, register_model
+from genlab.models.base import Abilities, GenerativeModel, register_model
 from genlab.nn.diffusion_unet import (
     DiffusionUNet,
     DiffusionUNetConfig,
@@ -27,7 +27,7 @@ from genlab.nn.diffusion_unet import (
 )
 from genlab.nn.embeddings import drop_labels
 from genlab.train.ema import ema_decay, ema_update
-from genlab.utils import GenlabError
+from genlab.utils import GenlabError, randn
 
 
 @dataclass
@@ -144,17 +144,8 @@ class DiffusionModel(GenerativeModel):
         Labels default to cycling through the classes; they are checked against the task's classes.
         """
         guidance = options.pop("guidance_scale", self.config.guidance_scale)
-        cond = null = None
-        if self.conditional:
-            labels = torch.arange(count) % self.spec.num_classes if labels is None else labels
-            cond = torch.as_tensor(labels, dtype=torch.long, device=self.device)
-            if len(cond) != count:
-                raise GenlabError(f"sample: {len(cond)} labels for {count} images")
-            if cond.min() < 0 or cond.max() >= self.spec.num_classes:
-                raise GenlabError(f"sample: labels must be in 0..{self.spec.num_classes - 1}")
-            null = torch.full_like(cond, self.spec.num_classes)
-        elif labels is not None:
-            raise GenlabError(f"sample: this {self.name} run is unconditional; it takes no labels")
+        cond = self.check_labels(labels, count)
+        null = None if cond is None else torch.full_like(cond, self.spec.num_classes)
         guidance = guidance if cond is not None else 1.0
         return self.generate((count, *item_shape), cond, null, generator, guidance_scale=guidance, **options)
 
@@ -187,8 +178,7 @@ class DiffusionModel(GenerativeModel):
         else:
             raise GenlabError(f"unknown sampler {sampler!r} (valid: ddpm, ddim)")
         if x_T is None:
-            device = generator.device if generator is not None else self.device
-            x_T = torch.randn(shape, generator=generator, device=device)
+            x_T = randn(shape, generator, self.device)
         network = self.ema_network if use_ema else self.network
         network.eval()
         with self.autocast():
@@ -214,6 +204,8 @@ class DDPM(DiffusionModel):
     name = "ddpm"
     config_class = DiffusionConfig
     task_kinds = frozenset({"labelled"})
+    abilities = Abilities(samples=True, class_conditional=True, stochastic=True, ema=True, interpolation="slerp")
+    purpose = "denoising diffusion for image generation"
     presets = {
         # Ho et al. 2020 on CIFAR-10: 35.7M-param net, linear schedule, lr 2e-4, batch 128, 800k steps, EMA 0.9999.
         "paper": {
@@ -266,6 +258,8 @@ class ConditionalDDIM(DiffusionModel):
     name = "cddim"
     config_class = DiffusionConfig
     task_kinds = frozenset({"paired"})
+    abilities = Abilities(translates=True, stochastic=True, ema=True)
+    purpose = "image-conditional diffusion for translation"
     presets = {
         # The seed report (tables 4-6): its network, the cosine-angle schedule, AdamW 1e-4 wd 5e-5, batch 2, 64 px.
         "seed": {

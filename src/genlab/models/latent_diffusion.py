@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from genlab.models.base import GenerativeModel, register_model
+from genlab.models.base import Abilities, GenerativeModel, register_model
 from genlab.models.diffusion import DiffusionConfig, DiffusionModel
 from genlab.models.losses import gaussian_kl
 from genlab.nn.autoencoder import KLAutoencoder, reconstruction_loss
@@ -54,6 +54,8 @@ class Autoencoder(GenerativeModel):
     name = "autoencoder"
     config_class = AutoencoderConfig
     task_kinds = frozenset({"labelled", "paired"})
+    abilities = Abilities()  # it reconstructs; it neither samples nor translates
+    purpose = "the latent-diffusion autoencoder: it only reconstructs images; use its run as ldm's net.autoencoder_run"
     presets = {
         "quick": {
             "data.image_size": 32,
@@ -117,6 +119,11 @@ class LatentDiffusion(DiffusionModel):
     name = "ldm"
     config_class = LatentDiffusionConfig
     task_kinds = frozenset({"labelled", "paired"})
+    # Generation on labelled tasks, translation on paired ones (`can` checks the task kind).
+    abilities = Abilities(
+        translates=True, samples=True, class_conditional=True, stochastic=True, ema=True, interpolation="slerp"
+    )
+    purpose = "latent diffusion"
     presets = {
         "quick": {
             "data.image_size": 64,
@@ -223,14 +230,12 @@ class LatentDiffusion(DiffusionModel):
         return (count, self.config.ae_latent_channels, self.latent_size, self.latent_size)
 
     def sample(self, count, labels=None, generator=None, **options):
-        if self.spec.kind != "labelled":
-            raise GenlabError("this ldm run translates images (paired task); use translate")
+        self.require("sample")
         latents = self.sample_items(count, self._latent_shape(1)[1:], labels, generator, options)
         return self._decode(latents)
 
     def translate_batch(self, source, generator=None, **options):
-        if self.spec.kind != "paired":
-            raise GenlabError("this ldm run generates images (labelled task); use sample")
+        self.require("translate")
         options.pop("guidance_scale", None)
         cond = self._source_condition(source.to(self.device))
         return self._decode(self.generate(self._latent_shape(len(source)), cond, None, generator, **options))

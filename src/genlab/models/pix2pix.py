@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genlab.models.base import GenerativeModel, frozen, register_model
+from genlab.models.base import Abilities, GenerativeModel, frozen, register_model
 from genlab.models.losses import GANLoss, GANMode
 from genlab.nn.layers import NormKind, init_gan_weights
 from genlab.nn.patchgan import PatchDiscriminator, max_patchgan_layers
@@ -63,8 +63,9 @@ class Pix2Pix(GenerativeModel):
         },
     }
     default_preset = "quick"
-    # How to get pix2pix's (small) output diversity: dropout on at inference, as the paper does.
-    stochastic_options = {"dropout": True}
+    # pix2pix's (small) output diversity comes from dropout kept on at inference, as the paper does.
+    abilities = Abilities(translates=True, stochastic=True, stochastic_options={"dropout": True})
+    purpose = "paired image-to-image translation"
 
     def __init__(self, config: Pix2PixConfig, spec) -> None:
         super().__init__(config, spec)
