@@ -173,7 +173,7 @@ class GenerativeModel(nn.Module, ABC):
         """Labels for `count` samples on the model's device: cycled through the classes when None; checked."""
         if not self.conditional:
             if labels is not None:
-                raise GenlabError(f"sample: this {self.name} run is unconditional (not class-conditional); it takes no labels")
+                raise GenlabError(f"sample: this {self.name} run is unconditional; it takes no labels")
             return None
         labels = cycle_labels(count, self.spec.num_classes) if labels is None else labels
         labels = torch.as_tensor(labels, dtype=torch.long)
