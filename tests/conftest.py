@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from genlab.data import tasks
 from genlab.data.tasks import ImageSplit, Task, TaskEntry, TaskSpec
-from genlab.models.base import MODELS, GenerativeModel
+from genlab.models.base import MODELS, Abilities, GenerativeModel
 from genlab.nn.unet import UNetGenerator, unet_depth
 
 torch.set_num_threads(1)  # 2 cores are shared by the whole test run; keeps timings stable too
@@ -74,6 +74,7 @@ class L1UNet(GenerativeModel):
     name = "l1-unet"
     config_class = L1UNetConfig
     task_kinds = frozenset({"paired"})
+    abilities = Abilities(translates=True)
     presets = {"quick": {"data.image_size": 16, "train.batch_size": 4, "train.steps": 20}}
 
     def __init__(self, config: L1UNetConfig, spec) -> None:
