@@ -90,14 +90,22 @@ class Task:
             self._splits[name] = loaded
         return self._splits[name]
 
-    def training_batch(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
-        """The augmented training batch for `step`: float images in [-1, 1], int64 labels."""
+    def training_batch(
+        self, step: int, batch_size: int, seed: int, unpaired: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """The augmented training batch for `step`: float images in [-1, 1], int64 labels.
+
+        `unpaired=True` (models that train on unpaired data, such as CycleGAN) draws the two fields of a paired
+        task with two independent epoch permutations, so "source" and "target" arrive unaligned; each field is
+        still a permutation of its training set over an epoch. Unpaired tasks are always drawn that way, and
+        labelled tasks ignore the flag.
+        """
         split = self.split("train")
         generator = make_generator(derive_seed(seed, step, 1))
-        if self.spec.kind == "unpaired":
+        if self.spec.kind == "unpaired" or (unpaired and self.spec.kind == "paired"):
             # CycleGAN draws the two domains independently; each has its own epoch permutation.
             items = {}
-            for offset, key in enumerate(("a", "b")):
+            for offset, key in enumerate(FIELDS[self.spec.kind]):
                 count = len(split.fields[key])
                 indices = epoch_batch_indices(count, batch_size, step, derive_seed(seed, offset))
                 items.update(split.subset(indices, key))
