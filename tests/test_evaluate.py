@@ -6,7 +6,7 @@ import torch
 from genlab.config import DataConfig, build_run_config
 from genlab.data.tasks import get_task
 from genlab.evaluate import EvalOptions, evaluate_run, mean_target_baseline, nearest_neighbour_baseline
-from genlab.metrics import domain
+from genlab.judges import domain
 from genlab.train.trainer import train
 from genlab.utils import uint8_to_signed
 

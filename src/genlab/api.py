@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from genlab import checkpoint as ckpt
 from genlab.config import RunConfig, run_config_from_dict
 from genlab.data.tasks import Task, TaskSpec, get_task
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
-from genlab.train import checkpoint as ckpt
 from genlab.utils import select_device
 
 

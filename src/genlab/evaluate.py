@@ -159,7 +159,7 @@ def feature_network(space: str, task: Task, options: EvalOptions):
         except FeatureWeightsMissing as missing:
             return None, {"skipped": str(missing)}
     if space == "domain" or space.startswith("domain:"):
-        from genlab.metrics.domain import RECIPES, domain_network
+        from genlab.judges.domain import RECIPES, domain_network
 
         name = space.split(":", 1)[1] if ":" in space else task.spec.name
         if name not in RECIPES:

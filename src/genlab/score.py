@@ -89,7 +89,7 @@ def _feature_network(features: str, inception_weights: str | None, size: int):
         except FeatureWeightsMissing as missing:
             return None, {"skipped": str(missing)}
     if features.startswith("domain:"):
-        from genlab.metrics.domain import domain_network
+        from genlab.judges.domain import domain_network
 
         network = domain_network(features.split(":", 1)[1], size)
         return network, network.provenance()

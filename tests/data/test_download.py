@@ -14,17 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from genlab import cache
+from genlab.cache import cache_dir, fetch_file, record_sha256, recorded_sha256, safe_extract
 from genlab.config import DataConfig
 from genlab.data import download
-from genlab.data.download import (
-    build_facades_task,
-    cache_dir,
-    facades_available,
-    fetch_file,
-    record_sha256,
-    recorded_sha256,
-    safe_extract,
-)
+from genlab.data.download import build_facades_task, facades_available
 from genlab.utils import GenlabError
 
 PHOTO, LABEL = (200, 150, 100), (0, 0, 255)
@@ -188,7 +182,7 @@ def test_record_sha256_keeps_the_first_record(tmp_path):
     path.write_bytes(b"second")
     assert record_sha256(path) == first == hashlib.sha256(b"first").hexdigest()
     with pytest.raises(GenlabError, match="differs"):
-        download.verify_file(path)
+        cache.verify_file(path)
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "facades/../../escape.txt", "/tmp/absolute.txt"])

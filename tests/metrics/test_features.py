@@ -227,7 +227,7 @@ def test_cached_file_is_found_without_download(offline, weights_file):
 
 
 def test_downloaded_file_with_wrong_hash_is_rejected_and_removed(offline, monkeypatch, weights_file):
-    from genlab.data import download
+    from genlab import cache as download
 
     def fake_transfer(url, temporary, *args, **kwargs):
         Path(temporary).write_bytes(weights_file.read_bytes())  # random weights: hash is not 6726825d...

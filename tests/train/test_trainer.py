@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import genlab
+from genlab import checkpoint as ckpt
 from genlab.config import build_run_config
-from genlab.train import checkpoint as ckpt
 from genlab.train.logging import read_metrics
 from genlab.train.trainer import resume_config, train
 from genlab.utils import GenlabError

@@ -86,7 +86,7 @@ def item_names(split: str) -> list[str]:
 
 def load_split(split: str, size: int) -> ImageSplit:
     """One split of the dataset (seed DATASET_SEED) as an ImageSplit, generated once then read from the cache."""
-    from genlab.data.download import cache_dir
+    from genlab.cache import cache_dir
 
     path = cache_dir() / "facades-synth" / f"{GENERATOR_VERSION}-{size}-{split}.pt"
     start, stop = _split_range(split)

@@ -283,7 +283,7 @@ def _edge_maps(key: tuple, size: int, part: str) -> torch.Tensor:
 
     Edge detection is the slow step (tens of seconds for 70,000 images at 64 px), so it runs once per size.
     """
-    from genlab.data.download import cache_dir
+    from genlab.cache import cache_dir
 
     images = _resized(key, size, part)
     digest = hashlib.sha256(repr((CACHE_VERSION, key)).encode()).hexdigest()[:16]

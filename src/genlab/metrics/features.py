@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.data.download import cache_dir, fetch_file, record_sha256, recorded_sha256
+from genlab.cache import cache_dir, fetch_file, record_sha256, recorded_sha256
 from genlab.utils import GenlabError, uint8_to_signed
 
 # pytorch-fid's port of the TF graph `inception-2015-12-05.tgz`, the network of the original FID code.

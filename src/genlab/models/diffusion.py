@@ -25,8 +25,8 @@ from genlab.nn.diffusion_unet import (
     quick_unet_config,
     seed_unet_config,
 )
+from genlab.nn.ema import ema_decay, ema_update
 from genlab.nn.embeddings import drop_labels
-from genlab.train.ema import ema_decay, ema_update
 from genlab.utils import GenlabError, randn
 
 

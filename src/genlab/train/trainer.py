@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from genlab import checkpoint as ckpt
 from genlab.config import RunConfig, load_run_config
 from genlab.data.tasks import Task, get_task
 from genlab.grid import save_grid
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
-from genlab.train import checkpoint as ckpt
 from genlab.train.distributed import require_single_process
 from genlab.train.logging import MetricsLog
 from genlab.utils import GenlabError, seed_everything, select_device

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from genlab.train.ema import ema_decay, ema_update
+from genlab.nn.ema import ema_decay, ema_update
 
 
 def test_decay_warms_up_then_caps():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from genlab.config import DataConfig
-from genlab.metrics import domain
+from genlab.judges import domain
 from genlab.utils import GenlabError
 
 

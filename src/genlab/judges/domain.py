@@ -167,7 +167,7 @@ def domain_network(
     progress: bool = True,
 ) -> DomainNetwork:
     """The task's domain network: loaded from the cache, or trained on the real training split and cached."""
-    from genlab.data.download import cache_dir
+    from genlab.cache import cache_dir
 
     if task not in RECIPES:
         raise GenlabError(f"no domain network for task {task!r} (available for: {', '.join(RECIPES)})")
