@@ -1,0 +1,264 @@
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from genlab.data.tasks import TaskSpec
+from genlab.models import get_model_class
+from genlab.models.losses import gaussian_kl
+from genlab.models.vae import VAEConfig, kl_weight, reconstruction_loss
+from genlab.nn.vae import SourcePyramid, VAEDecoder, VAEEncoder, vae_depth
+from genlab.runs import build_run_config
+from genlab.train.logging import read_metrics
+from genlab.train.trainer import resume_config, train
+from genlab.utils import GenlabError, sample_generator
+
+PAIRED = TaskSpec("toy-paired", "paired", 16, 3, 3)
+LABELLED = TaskSpec("toy-labelled", "labelled", 16, 1, 1, num_classes=3)
+TINY = VAEConfig(latent_dim=4, width=4, label_dim=3)
+
+
+def _model(name: str, spec: TaskSpec, config: VAEConfig = TINY):
+    torch.manual_seed(0)
+    return get_model_class(name).build(config, spec)
+
+
+def _paired_batch(count=4, size=16):
+    generator = torch.Generator().manual_seed(1)
+    source = torch.rand(count, 3, size, size, generator=generator) * 2 - 1
+    return {"source": source, "target": -source}
+
+
+def _labelled_batch(count=6, size=16):
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(count, 1, size, size, generator=generator) * 2 - 1
+    return {"image": images, "label": torch.arange(count) % 3}
+
+
+# --- networks ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size, depth", [(8, 1), (16, 2), (32, 3), (64, 4), (128, 5), (256, 6)])
+def test_depth_follows_the_image_size_down_to_4x4(size, depth):
+    assert vae_depth(size) == depth
+    encoder, decoder = VAEEncoder(3, 5, size, width=2), VAEDecoder(5, 3, size, width=2)
+    mu, logvar = encoder(torch.zeros(1, 3, size, size))
+    assert mu.shape == logvar.shape == (1, 5)
+    image = decoder(mu)
+    assert image.shape == (1, 3, size, size) and image.abs().max() <= 1.0  # Tanh
+
+
+@pytest.mark.parametrize("size", [0, 4, 28, 48])
+def test_other_sizes_are_a_clear_error_naming_the_key(size):
+    with pytest.raises(GenlabError, match="data.image_size"):
+        vae_depth(size)
+
+
+def test_decoder_sees_the_source_at_every_resolution():
+    pyramid = SourcePyramid(3, 32, width=4)
+    features = pyramid(torch.zeros(2, 3, 32, 32))
+    assert [f.shape[-1] for f in features] == [4, 8, 16, 32]
+    assert tuple(f.shape[1] for f in features) == pyramid.channels
+    decoder = VAEDecoder(6, 3, 32, width=4, cond_channels=pyramid.channels)
+    assert decoder(torch.zeros(2, 6), features).shape == (2, 3, 32, 32)
+    # The full-size source map reaches the output pixel at the same place directly (fine detail, not blur).
+    source = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    decoder(torch.zeros(1, 6), pyramid(source))[0, 0, 5, 9].backward()
+    assert source.grad[0, :, 5, 9].abs().sum() > 0
+
+
+# --- losses ------------------------------------------------------------------------------------------------------
+def test_kl_term_is_the_closed_form_of_the_gaussians():
+    mu = torch.tensor([[0.5, -1.0, 0.0], [2.0, 0.1, -0.3]])
+    logvar = torch.tensor([[0.2, -0.3, 0.0], [1.0, -2.0, 0.5]])
+    posterior = Normal(mu, torch.exp(0.5 * logvar))
+    expected = kl_divergence(posterior, Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(dim=1).mean()
+    assert torch.isclose(gaussian_kl(mu, logvar), expected, atol=1e-6)
+
+
+def test_the_training_step_uses_that_kl_term():
+    model = _model("cvae", PAIRED)
+    batch = _paired_batch()
+    recorded = []
+    model.encoder.register_forward_hook(lambda module, inputs, output: recorded.append(output))
+    losses = model.training_step(batch)
+    mu, logvar = recorded[0]
+    assert losses["kl"] == pytest.approx(gaussian_kl(mu, logvar).item(), rel=1e-6)
+    assert losses["loss"] == pytest.approx(losses["reconstruction"] + TINY.beta * losses["kl"], rel=1e-6)
+
+
+def test_reconstruction_losses_are_summed_per_image_and_averaged_over_the_batch():
+    logits = torch.tensor([[[[0.0, 1.0], [-2.0, 0.5]]], [[[3.0, -1.0], [0.0, 0.0]]]])  # (2, 1, 2, 2)
+    target = torch.tensor([[[[0.5, 1.0], [-1.0, 0.0]]], [[[1.0, -0.5], [0.2, -0.2]]]])
+    output = torch.tanh(logits)
+    assert torch.isclose(reconstruction_loss(logits, target, "l1"), (output - target).abs().sum() / 2)
+    assert torch.isclose(reconstruction_loss(logits, target, "l2"), ((output - target) ** 2).sum() / 2)
+    p, t = (output + 1) / 2, (target + 1) / 2  # images in [0, 1]
+    bce = -(t * torch.log(p) + (1 - t) * torch.log(1 - p))
+    assert torch.isclose(reconstruction_loss(logits, target, "bce"), bce.sum() / 2, rtol=1e-5)
+    # One known value: a perfect l1/l2 reconstruction costs nothing.
+    assert reconstruction_loss(torch.atanh(target * 0.5), target * 0.5, "l2") < 1e-10
+
+
+def test_kl_warmup_ramps_linearly_to_beta():
+    assert kl_weight(0, 2.0, 0) == 2.0
+    assert [kl_weight(step, 2.0, 4) for step in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+
+
+def test_unknown_reconstruction_is_a_clear_error():
+    with pytest.raises(GenlabError, match="net.reconstruction"):
+        _model("vae", LABELLED, VAEConfig(latent_dim=4, width=4, reconstruction="huber"))
+
+
+# --- training ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, spec, batch",
+    [("cvae", PAIRED, _paired_batch()), ("cvae", LABELLED, _labelled_batch()), ("vae", LABELLED, _labelled_batch())],
+)
+def test_one_training_step_moves_every_trainable_parameter(name, spec, batch):
+    model = _model(name, spec)
+    before = {key: value.clone() for key, value in model.named_parameters()}
+    losses = model.training_step(batch)
+    assert set(losses) >= {"loss", "reconstruction", "kl"}
+    assert all(torch.isfinite(torch.tensor(value)) for value in losses.values())
+    unchanged = [key for key, value in model.named_parameters() if torch.equal(before[key], value)]
+    assert unchanged == []
+    assert all(p.requires_grad for p in model.parameters())
+    nets = set(model.parameter_counts())
+    expected = {"encoder", "decoder"} | ({"source_pyramid"} if spec.kind == "paired" else set())
+    assert nets == expected | ({"label_conditioning"} if name == "cvae" and spec.kind == "labelled" else set())
+
+
+# --- generating --------------------------------------------------------------------------------------------------
+def test_translation_shapes_range_and_diversity():
+    model = _model("cvae", PAIRED)
+    source = _paired_batch(3)["source"]
+    first = model.translate_batch(source, generator=torch.Generator().manual_seed(1))
+    again = model.translate_batch(source, generator=torch.Generator().manual_seed(1))
+    other = model.translate_batch(source, generator=torch.Generator().manual_seed(2))
+    assert first.shape == (3, 3, 16, 16) and first.abs().max() <= 1.0
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+    assert not torch.allclose(model.translate_batch(source, z=torch.zeros(3, 4), temperature=0.0), first)
+    assert model.translate(torch.zeros(3, 16, 16)).shape == (3, 16, 16)  # the base class's single-image form
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae"])
+def test_sample_shapes_and_range(name):
+    model = _model(name, LABELLED)
+    labels = torch.tensor([0, 2, 1, 1]) if name == "cvae" else None
+    images = model.sample(4, labels=labels, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 16, 16) and images.abs().max() <= 1.0
+    assert model.latent_shape() == (4,)
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae"])
+def test_a_sample_does_not_depend_on_the_batch_size(name):
+    model = _model(name, LABELLED)
+    labels = torch.arange(5) % 3 if name == "cvae" else None
+    batch = model.sample(5, labels=labels, generator=sample_generator(7, 10, 5))
+    single = model.sample(1, labels=None if labels is None else labels[3:4], generator=sample_generator(7, 13, 1))
+    assert torch.allclose(single[0], batch[3], atol=1e-6)
+
+
+def test_class_conditional_samples_follow_the_labels():
+    model = _model("cvae", LABELLED)
+    assert model.conditional and model.can("labels")
+    z = torch.randn(1, 4).repeat(3, 1)
+    images = model.sample(3, labels=torch.tensor([0, 1, 2]), z=z)
+    assert not torch.allclose(images[0], images[1])  # same code, different classes
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0, 3]), torch.tensor([-1, 0])])
+def test_labels_outside_the_classes_are_an_error(labels):
+    model = _model("cvae", LABELLED)
+    with pytest.raises(GenlabError, match="outside the classes 0..2"):
+        model.sample(2, labels=labels)
+
+
+def test_the_unconditional_vae_refuses_labels_and_translation():
+    model = _model("vae", LABELLED)
+    assert not model.conditional and not model.can("translate")
+    with pytest.raises(GenlabError, match="unconditional"):
+        model.sample(2, labels=torch.tensor([0, 1]))
+    with pytest.raises(GenlabError, match="cannot translate images"):
+        model.translate(torch.zeros(1, 1, 16, 16))
+    with pytest.raises(GenlabError, match="does not support paired tasks"):
+        get_model_class("vae").build(TINY, PAIRED)
+
+
+def test_a_translation_cvae_cannot_sample_from_noise():
+    model = _model("cvae", PAIRED)
+    with pytest.raises(GenlabError, match="cannot generate images from noise"):
+        model.sample(2)
+
+
+def test_unknown_options_are_a_type_error_naming_them():
+    with pytest.raises(TypeError, match="steps"):
+        _model("vae", LABELLED).sample(2, steps=10)
+    with pytest.raises(TypeError, match="guidance_scale"):
+        _model("cvae", PAIRED).translate_batch(torch.zeros(1, 3, 16, 16), guidance_scale=2.0)
+
+
+def test_linear_interpolation_through_the_z_option():
+    model = _model("vae", LABELLED)
+    start, end = torch.randn(1, 4), torch.randn(1, 4)
+    weights = torch.linspace(0, 1, 5)[:, None]
+    path = start + weights * (end - start)  # (5, 4)
+    images = model.sample(5, z=path)
+    assert torch.allclose(images[0], model.decode_latents(start)[0], atol=1e-6)
+    assert torch.allclose(images[-1], model.decode_latents(end)[0], atol=1e-6)
+    assert model.can("interpolate") and model.abilities.interpolation == "linear"
+    with pytest.raises(GenlabError, match="expected latents shaped"):
+        model.sample(5, z=torch.zeros(5, 3))
+
+
+def test_previews():
+    paired = _model("cvae", PAIRED).preview(_paired_batch(2))
+    assert [row.shape for row in paired] == [(2, 3, 16, 16)] * 3
+    rows = _model("cvae", LABELLED).preview(_labelled_batch(3))  # real | reconstruction | samples
+    assert [row.shape for row in rows] == [(3, 1, 16, 16)] * 3
+
+
+# --- state -------------------------------------------------------------------------------------------------------
+def test_training_state_round_trip_gives_identical_outputs():
+    model = _model("cvae", PAIRED)
+    model.training_step(_paired_batch())
+    model.end_step()
+    torch.manual_seed(123)  # a different initialisation, overwritten by the loaded state
+    restored = get_model_class("cvae").build(TINY, PAIRED)
+    restored.load_training_state(model.training_state())
+    assert restored.step == 1
+    source = _paired_batch(2)["source"]
+    expected = model.translate_batch(source, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(restored.translate_batch(source, generator=torch.Generator().manual_seed(5)), expected)
+    torch.manual_seed(9)
+    after_model = model.training_step(_paired_batch())
+    torch.manual_seed(9)
+    assert restored.training_step(_paired_batch()) == after_model  # optimiser state came along too
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(toy_task, tmp_path):
+    def config(steps):
+        return build_run_config(
+            "cvae",
+            "quick",
+            {"data.task": toy_task, "data.image_size": 16, "train.steps": steps, "train.batch_size": 2},
+            [
+                "net.width=4",
+                "net.latent_dim=4",
+                "net.kl_warmup_steps=3",
+                "train.log_every=1",
+                "train.sample_every=2",
+                "train.checkpoint_every=2",
+                "train.preview_count=2",
+            ],
+        )
+
+    train(config(4), tmp_path / "full", progress=False)
+    train(config(2), tmp_path / "split", progress=False)
+    resumed_config = resume_config(tmp_path / "split")
+    resumed_config.train.steps = 4
+    train(resumed_config, tmp_path / "split", resume=True, progress=False)
+    full = read_metrics(tmp_path / "full" / "metrics.csv")
+    split = read_metrics(tmp_path / "split" / "metrics.csv")
+    assert split["step"] == [1, 2, 3, 4]
+    for key in ("loss", "reconstruction", "kl", "kl_weight"):
+        assert split[key] == full[key], key  # exact: same batches, RNG, optimiser state and KL warm-up
