@@ -49,17 +49,9 @@ def build_toy_task(config) -> Task:
 @pytest.fixture
 def toy_task(monkeypatch):
     """Register `toy-paired` (16 px by default in the toy presets) for the duration of a test."""
-    original = tasks._registry
-
-    def registry():
-        entries = original()
-        entries["toy-paired"] = TaskEntry(
-            "toy-paired", "paired", "test task", build_toy_task, lambda config: True, None
-        )
-        return entries
-
-    monkeypatch.setattr(tasks, "_registry", registry)
-    return "toy-paired"
+    tasks.register_task(TaskEntry("toy-paired", "paired", "test task", build_toy_task, lambda config: True, None))
+    yield "toy-paired"
+    tasks.unregister_task("toy-paired")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from PIL import Image
 
 from genlab import __version__
 from genlab.cli import main
+from genlab.results import EvalResult
 
 
 def run_cli(capsys, *args):
@@ -66,9 +67,12 @@ def test_train_resume_evaluate_translate(capsys, trained_run, tmp_path):
     code, out, _ = run_cli(capsys, "evaluate", trained_run, "--features", "none", "--no-lpips", "--limit", "5",
                            "--json")
     assert code == 0
-    results = json.loads(out)
-    assert results["step"] == 5 and results["count"] == 5 and "psnr" in results["metrics"]
-    assert (trained_run / "eval.json").is_file()
+    results = EvalResult.from_dict(json.loads(out))
+    assert results.step == 5 and results.count == 5 and results.score("psnr").count == 5
+    assert EvalResult.load(trained_run / "eval.json") == results
+    assert (trained_run / "eval" / "test-step0000005.json").is_file()
+    code, out, _ = run_cli(capsys, "evaluate", trained_run, "--features", "none", "--no-lpips", "--limit", "5")
+    assert code == 0 and "psnr ↑" in out and "ssim ↑" in out
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     Image.new("RGB", (40, 24), (0, 0, 200)).save(inputs / "a.png")
@@ -134,9 +138,9 @@ def test_score_folders(capsys, tmp_path):
         Image.fromarray(255 - image).save(pred / f"{index}.png")
     code, out, _ = run_cli(capsys, "score", pred, ref, "--metrics", "psnr,ssim,fid", "--json")
     assert code == 0
-    results = json.loads(out)
-    assert results["paired_count"] == 6 and results["metrics"]["psnr"]["count"] == 6
-    assert "skipped" in results["metrics"]["inception"]  # offline, no weights: said, not silently dropped
+    scores = {item["metric"]: item for item in json.loads(out)}
+    assert scores["psnr"]["count"] == 6 and scores["ssim"]["count"] == 6
+    assert "skipped" in scores["inception.fid"]  # offline, no weights: said, not silently dropped
     other = tmp_path / "other"
     other.mkdir()
     Image.new("RGB", (16, 16)).save(other / "x.png")

@@ -1,12 +1,7 @@
 import pytest
 
-from genlab.config import (
-    DataConfig,
-    apply_override,
-    build_run_config,
-    dataclass_from_dict,
-    load_run_config,
-)
+from genlab.config import DataConfig, apply_override, dataclass_from_dict
+from genlab.runs import build_run_config, load_run_config
 from genlab.utils import GenlabError
 
 

@@ -1,14 +1,14 @@
-import json
-
 import pytest
 import torch
 
-from genlab.config import DataConfig, build_run_config
+from genlab.config import DataConfig
 from genlab.data.tasks import get_task
 from genlab.evaluate import EvalOptions, evaluate_run, mean_target_baseline, nearest_neighbour_baseline
 from genlab.judges import domain
+from genlab.results import EvalResult
+from genlab.runs import build_run_config
 from genlab.train.trainer import train
-from genlab.utils import uint8_to_signed
+from genlab.utils import GenlabError, uint8_to_signed
 
 
 @pytest.fixture
@@ -40,31 +40,33 @@ def test_baselines_are_what_they_claim():
 
 def test_translation_run_gets_the_full_suite(facades_run, tiny_domain_recipes):
     options = EvalOptions(features=("domain", "inception"), baselines=True, limit=12, diversity_inputs=4)
-    results = evaluate_run(facades_run, options, device="cpu")
-    saved = json.loads((facades_run / "eval.json").read_text())
-    assert saved == json.loads(json.dumps(results))
-    metrics = results["metrics"]
-    assert results["count"] == 12 and metrics["psnr"]["count"] == 12
-    assert 0 < metrics["ssim"]["value"] < 1 and metrics["psnr"]["value"] > 0
-    assert "176 px" in metrics["ms_ssim"]["skipped"]  # 16 px images are too small for 5 scales
-    assert "skipped" in metrics["lpips"] and "skipped" in metrics["inception"]  # offline: weights absent
-    assert "GENLAB_INCEPTION_WEIGHTS" in metrics["inception"]["skipped"]
-    fid_entry = metrics["domain"]["fid"]
-    assert fid_entry["count"] == 12 and fid_entry["features"]["network"] == "domain:facades-synth"
-    assert "test_accuracy" in fid_entry["features"]
-    assert metrics["domain"]["kid"]["subset_size"] == 12
-    assert set(metrics["fcn"]) >= {"pixel_accuracy", "class_accuracy", "mean_iou", "segmenter"}
-    assert 0 <= metrics["fcn_real"]["pixel_accuracy"] <= 1
-    assert metrics["diversity"]["samples_per_input"] == 3 and metrics["diversity"]["value"] >= 0
-    assert set(results["baselines"]) == {"mean_train_target", "nearest_neighbour"}
+    result = evaluate_run(facades_run, options, device="cpu")
+    assert EvalResult.load(facades_run / "eval.json") == result
+    assert EvalResult.load(facades_run / "eval" / "test-step0000003.json") == result
+    assert result.count == 12 and result.score("psnr").count == 12
+    assert 0 < result.score("ssim").value < 1 and result.score("psnr").value > 0
+    assert len(result.score("psnr").per_item) == 12  # kept for bootstrap intervals
+    assert "176 px" in result.score("ms_ssim").skipped  # 16 px images are too small for 5 scales
+    assert result.score("lpips").skipped and "GENLAB_INCEPTION_WEIGHTS" in result.score("inception.fid").skipped
+    fid = result.score("domain.fid")
+    assert fid.count == 12 and fid.network.name.startswith("domain:facades-synth segmenter")
+    assert 0 <= fid.network.held_out_accuracy <= 1 and not fid.higher_is_better
+    assert any("feature dimensions" in note for note in fid.notes)  # 12 images < 64 feature dims: said
+    assert any("shrunk to 12" in note for note in result.score("domain.kid").notes)
+    assert {"fcn.pixel_accuracy", "fcn.class_accuracy", "fcn.mean_iou"} <= set(result.metrics())
+    assert result.score("diversity").count == 4 and result.score("diversity").value >= 0
+    assert set(result.baselines) == {"mean_train_target", "nearest_neighbour", "real_target"}
+    mean_photo = {score.metric for score in result.baselines["mean_train_target"]}
+    assert {"psnr", "ssim", "domain.fid", "fcn.mean_iou"} <= mean_photo  # every metric that applies
+    assert [score.metric for score in result.baselines["real_target"]][0].startswith("fcn.")
 
 
 def test_pixel_only_evaluation_is_reproducible(facades_run):
     options = EvalOptions(features=(), lpips=False, diversity_inputs=0, limit=6)
     first = evaluate_run(facades_run, options, device="cpu", write=False)
     again = evaluate_run(facades_run, options, device="cpu", write=False)
-    assert first["metrics"] == again["metrics"]
-    assert set(first["metrics"]) == {"psnr", "ssim", "ms_ssim"}
+    assert first.scores == again.scores
+    assert first.metrics() == ["psnr", "ssim", "ms_ssim"]
 
 
 def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
@@ -78,9 +80,20 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
          "train.preview_count=2", "data.train_limit=64"],
     )
     train(config, tmp_path / "ddpm", progress=False)
-    results = evaluate_run(tmp_path / "ddpm", EvalOptions(features=("domain",), count=20, limit=40), device="cpu")
-    assert results["conditional"] is True and results["count"] == 20
-    accuracy = results["metrics"]["class_accuracy"]
-    assert 0 <= accuracy["value"] <= 1 and accuracy["chance"] == 0.1
-    assert accuracy["classifier"]["network"] == "domain:fashion-mnist"
-    assert results["metrics"]["domain"]["is"]["value"] >= 1
+    options = EvalOptions(features=("domain",), count=20, limit=40, steps=3, guidance_scale=2.0)
+    result = evaluate_run(tmp_path / "ddpm", options, device="cpu")
+    assert result.extra["conditional"] is True and result.count == 20
+    assert result.sampler == {"sampler": "ddim", "steps": 3, "eta": 0.0, "guidance_scale": 2.0}
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim3-eta0-g2.json").is_file()
+    accuracy = result.score("class_accuracy")
+    assert 0 <= accuracy.value <= 1 and accuracy.notes == ("chance 10.0%",)
+    assert accuracy.network.name.startswith("domain:fashion-mnist classifier")
+    assert result.score("domain.is").value >= 1
+    other = evaluate_run(tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2), device="cpu")
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta0-g3.json").is_file()  # both kept
+    assert other.sampler["steps"] == 2
+
+
+def test_sampler_options_are_refused_for_models_without_a_sampler(facades_run):
+    with pytest.raises(GenlabError, match="takes no sampler options"):
+        evaluate_run(facades_run, EvalOptions(features=(), steps=10), device="cpu", write=False)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from genlab.config import build_run_config
 from genlab.evaluate import EvalOptions, evaluate_run
+from genlab.runs import build_run_config
 from genlab.train.trainer import train
 
 

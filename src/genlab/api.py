@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genlab import checkpoint as ckpt
-from genlab.config import RunConfig, run_config_from_dict
+from genlab.config import RunConfig
 from genlab.data.tasks import Task, TaskSpec, get_task
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
+from genlab.runs import run_config_from_dict
 from genlab.utils import select_device
 
 
@@ -31,14 +32,9 @@ def load_run(run_dir: str | Path, device: str = "auto", checkpoint: str | None =
     path = Path(checkpoint) if checkpoint else ckpt.checkpoint_dir(run_dir) / ckpt.LAST
     document = ckpt.load_checkpoint(path)
     config = run_config_from_dict(document["config"], source=f"{path} (stored config)")
-    spec = spec_from_dict(document["spec"]) if "spec" in document else get_task(config.data).spec
+    spec = TaskSpec.from_dict(document["spec"]) if "spec" in document else get_task(config.data).spec
     model = get_model_class(config.model).build(config.net, spec)
     model.load_training_state(document["state"], weights_only=True)
     model.attach(Runtime.for_device(select_device(device), "fp32"))
     model.eval()
     return LoadedRun(run_dir, config, model, int(document.get("step", 0)))
-
-
-def spec_from_dict(values: dict) -> TaskSpec:
-    """A TaskSpec from its stored dict (tuples come back as lists from some serialisers)."""
-    return TaskSpec(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})

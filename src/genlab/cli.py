@@ -155,6 +155,7 @@ def _add_train(commands) -> None:
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="optimisation steps (sets train.steps)")
     budget.add_argument("--minutes", type=float, help="wall-clock budget in minutes (sets train.minutes)")
+    budget.add_argument("--images", type=int, help="training images seen, steps x batch size (sets train.images)")
     train.add_argument("--batch-size", type=int, help="images per step (sets train.batch_size)")
     train.add_argument("--seed", type=int, help="run seed (data order, init, noise)")
     train.add_argument("--device", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N")
@@ -181,14 +182,13 @@ def _model_names() -> list[str]:
 
 
 def _train(args) -> int:
-    from genlab.config import apply_override, build_run_config, load_run_config, set_value
+    from genlab.config import apply_override, set_budget, set_value
+    from genlab.runs import build_run_config, load_run_config
     from genlab.train.trainer import resume_config, train
 
     options = {
         "data.task": args.task,
         "data.image_size": args.size,
-        "train.steps": args.steps,
-        "train.minutes": args.minutes,
         "train.batch_size": args.batch_size,
         "seed": args.seed,
         "train.device": args.device,
@@ -200,11 +200,9 @@ def _train(args) -> int:
         config = resume_config(args.out)
         if args.model and args.model != config.model:
             raise GenlabError(f"{args.out} is a {config.model} run, not {args.model}")
-        if args.minutes is not None:  # a minutes budget replaces the step budget
-            config.train.steps = None
-        for key in ("train.steps", "train.minutes", "train.device"):
-            if options[key] is not None:
-                set_value(config, key, options[key], source="option")
+        if args.device is not None:
+            set_value(config, "train.device", args.device, source="option")
+        set_budget(config.train, args.steps, args.minutes, args.images)
         for assignment in args.set:
             apply_override(config, assignment)
         run_dir = Path(args.out)
@@ -219,11 +217,8 @@ def _train(args) -> int:
         else:
             if not args.model:
                 raise GenlabError(f"train: name a model (valid: {', '.join(_model_names())})")
-            if args.minutes is not None:
-                options["train.steps"] = None
             config = build_run_config(args.model, args.preset, options, args.set)
-            if args.minutes is not None:
-                config.train.steps = None
+        set_budget(config.train, args.steps, args.minutes, args.images)
         run_dir = Path(args.out) if args.out else _free_run_dir(config.model, config.data.task)
     if args.dry_run:
         print(config.to_yaml(), end="")
@@ -265,59 +260,67 @@ def _add_sample(commands) -> None:
         "--interpolate",
         type=int,
         metavar="K",
-        help="K-point spherical interpolations between two noises, one per row (DDIM, eta 0)",
+        help="K-point walks between two random latent codes, one per row (spherical for Gaussian noise: "
+        "GANs and diffusion with DDIM eta 0; linear for a VAE)",
     )
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--batch-size", type=int, default=64)
-    sample.add_argument("--device", default="auto")
+    sample.add_argument("--seed", type=int, default=0, help="noise seed: sample i depends on (seed, i) only")
+    sample.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    sample.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
     sample.set_defaults(handler=_sample)
+
+
+def _sampler_options(args) -> dict:
+    """The diffusion sampler options given on the command line (none: the run's defaults)."""
+    if getattr(args, "eta", None) is not None and not 0 <= args.eta <= 1:
+        raise GenlabError(f"--eta must be in [0, 1], got {args.eta}")
+    if getattr(args, "steps", None) is not None and args.steps < 1:
+        raise GenlabError(f"--steps must be at least 1, got {args.steps}")
+    pairs = (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance_scale", args.guidance))
+    return {key: value for key, value in pairs if value is not None}
+
+
+def _check_sampler_options(model, options: dict) -> None:
+    if options and not model.abilities.sampler_options:
+        flags = ", ".join(f"--{key.replace('_scale', '')}" for key in options)
+        raise GenlabError(f"{flags}: model {model.name!r} has no diffusion sampler; leave these options out")
 
 
 def _sample(args) -> int:
     import torch
 
     from genlab.api import load_run
-    from genlab.sample import interpolation_noise, sample_images, save_samples
+    from genlab.sample import interpolate, sample_images, save_samples
 
+    if args.count is not None and args.count < 1:
+        raise GenlabError(f"--count must be at least 1, got {args.count}")
+    if args.batch_size < 1:
+        raise GenlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     loaded = load_run(args.run, device=args.device)
-    model, spec = loaded.model, loaded.model.spec
-    options = {
-        key: value
-        for key, value in (
-            ("sampler", args.sampler),
-            ("steps", args.steps),
-            ("eta", args.eta),
-            ("guidance_scale", args.guidance),
-        )
-        if value is not None
-    }
-    if args.eta is not None and not 0 <= args.eta <= 1:
-        raise GenlabError(f"--eta must be in [0, 1], got {args.eta}")
+    model = loaded.model
+    model.require("sample")
+    options = _sampler_options(args)
+    _check_sampler_options(model, options)
     labels = None
     if args.labels:
         try:
             labels = torch.tensor([int(item) for item in args.labels.split(",")])
         except ValueError as error:
             raise GenlabError(f"--labels: expected comma-separated integers, got {args.labels!r}") from error
-    classes = spec.num_classes if getattr(model, "conditional", False) else 0
+        model.check_labels(labels, len(labels))  # one clear error for a label outside the classes
+    classes = model.spec.num_classes if model.conditional else 0
     if args.interpolate:
-        rows = args.count or 4
-        shape = (spec.target_channels, spec.image_size, spec.image_size)
-        noise = interpolation_noise(shape, rows, args.interpolate, args.seed)
-        if classes and labels is None:
-            labels = torch.arange(rows) % classes
-        row_labels = None if labels is None else labels.repeat_interleave(args.interpolate)
-        options.update(sampler="ddim", eta=0.0)
-        images = model.sample(len(noise), labels=row_labels, x_T=noise, **options)
+        rows = args.count or (len(labels) if labels is not None else 4)
+        images = interpolate(model, rows, args.interpolate, labels, args.seed, **options)
         columns = args.interpolate
     else:
         count = args.count or (len(labels) if labels is not None else (10 * classes if classes else 64))
-        if classes and labels is None:
-            labels = torch.arange(count) % classes
-        images = sample_images(model, count, labels, args.seed, args.batch_size, **options)
+        if labels is not None and len(labels) != count:
+            raise GenlabError(f"--labels gives {len(labels)} labels for --count {count}")
+        images = sample_images(model, count, labels, args.seed, args.batch_size, progress=True, **options)
         columns = classes if classes and not args.labels else min(count, 10)
     written = save_samples(images, Path(args.out), columns)
-    print(f"wrote {len(images)} samples to {written[-1] if len(written) == 1 else args.out}")
+    where = written[-1] if len(written) == 1 else f"{args.out} (grid: {written[-1]})"
+    print(f"wrote {len(images)} samples to {where}")
     return 0
 
 
@@ -332,17 +335,44 @@ def _add_translate(commands) -> None:
     translate.add_argument("inputs", nargs="+", help="image files or folders of images")
     translate.add_argument("--out", required=True, help="folder for the outputs")
     translate.add_argument("--aligned", action="store_true", help="inputs are A|B pairs: translate the left half")
-    translate.add_argument("--batch-size", type=int, default=16)
-    translate.add_argument("--device", default="auto")
+    translate.add_argument(
+        "--direction",
+        choices=["AtoB", "BtoA"],
+        default="AtoB",
+        help="AtoB (default) or BtoA for models with a reverse generator (cyclegan)",
+    )
+    _add_sampler_options(translate)
+    translate.add_argument(
+        "--seed", type=int, default=0, help="noise seed of stochastic models: output i depends on (seed, i) only"
+    )
+    translate.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    translate.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
     translate.set_defaults(handler=_translate)
+
+
+def _add_sampler_options(parser) -> None:
+    parser.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion sampler (default: the run's)")
+    parser.add_argument("--steps", type=int, help="sampling steps (ddim: any number up to T)")
+    parser.add_argument("--eta", type=float, help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
 
 
 def _translate(args) -> int:
     from genlab.api import load_run
     from genlab.translate import translate_files
 
+    if args.batch_size < 1:
+        raise GenlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     loaded = load_run(args.run, device=args.device)
-    written = translate_files(loaded.model, args.inputs, Path(args.out), args.aligned, args.batch_size)
+    model = loaded.model
+    model.require("translate")
+    if args.direction == "BtoA":
+        model.require("reverse")
+    options = _sampler_options(args)
+    _check_sampler_options(model, options)
+    if model.abilities.reverse:
+        options["direction"] = args.direction
+    written = translate_files(model, args.inputs, Path(args.out), args.aligned, args.batch_size, args.seed, **options)
     print(f"wrote {len(written)} images to {args.out}")
     return 0
 
@@ -371,9 +401,11 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument(
         "--baselines", action="store_true", help="also score the mean-training-photo and nearest-neighbour baselines"
     )
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--device", default="auto")
+    _add_sampler_options(evaluate)
+    evaluate.add_argument("--checkpoint", metavar="FILE", help="a checkpoint of the run (default: checkpoints/last.pt)")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling and KID-subset seed (default 0)")
+    evaluate.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=_evaluate)
 
@@ -392,7 +424,7 @@ def _feature_spaces(text: str) -> tuple[str, ...]:
 
 
 def _evaluate(args) -> int:
-    from genlab.evaluate import EvalOptions, evaluate_run
+    from genlab.evaluate import EvalOptions, eval_file_name, evaluate_run
 
     options = EvalOptions(
         split=args.split,
@@ -404,60 +436,50 @@ def _evaluate(args) -> int:
         lpips=not args.no_lpips,
         baselines=args.baselines,
         seed=args.seed,
+        checkpoint=args.checkpoint,
+        **_sampler_options(args),
     )
-    results = evaluate_run(args.run, options, device=args.device)
+    result = evaluate_run(args.run, options, device=args.device)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print(
-        f"{results['model']} on {results['task']} ({results['split']}, {results['count']} items, "
-        f"step {results['step']})"
-    )
-    print_metrics({"model": results["metrics"], **results.get("baselines", {})})
-    print(f"wrote {Path(args.run) / 'eval.json'}")
+    setting = "".join(f", {key} {value}" for key, value in result.sampler.items())
+    print(f"{result.model} on {result.task} ({result.split}, {result.count} items, step {result.step}{setting})")
+    print_scores({"model": result.scores, **result.baselines})
+    print(f"wrote {Path(args.run) / 'eval' / eval_file_name(result)} and {Path(args.run) / 'eval.json'}")
     return 0
 
 
-def print_metrics(rows: dict[str, dict]) -> None:
-    """One line per metric and row; skipped metrics say why once."""
-    flat_rows = {name: _flatten(metrics) for name, metrics in rows.items()}
-    keys = list(dict.fromkeys(key for metrics in flat_rows.values() for key in metrics))
-    width = max(len(key) for key in keys) + 2 if keys else 10
-    print(f"{'':<{width}}" + "".join(f"{name:>20}" for name in flat_rows))
-    skipped = {}
-    for key in keys:
+def print_scores(rows: dict[str, list]) -> None:
+    """One line per metric, one column per row (model, baselines); notes and skip reasons listed once below."""
+    metrics = list(dict.fromkeys(score.metric for scores in rows.values() for score in scores))
+    width = max((len(metric) for metric in metrics), default=8) + 4
+    print(f"{'':<{width}}" + "".join(f"{name:>20}" for name in rows))
+    remarks: dict[str, str] = {}
+    for metric in metrics:
         cells = []
-        for metrics in flat_rows.values():
-            entry = metrics.get(key)
-            if entry is None:
+        for scores in rows.values():
+            score = next((item for item in scores if item.metric == metric), None)
+            if score is None:
                 cells.append("")
-            elif "skipped" in entry:
-                skipped[key] = entry["skipped"]
-                cells.append("skipped")
-            else:
-                std = f" ±{entry['std']:.3g}" if entry.get("std") else ""
-                cells.append(f"{entry['value']:.4g}{std}")
-        print(f"{key:<{width}}" + "".join(f"{cell:>20}" for cell in cells))
-    for key, reason in skipped.items():
-        print(f"  {key}: skipped: {reason.splitlines()[0]}")
-
-
-PROVENANCE_KEYS = ("segmenter", "classifier", "features")  # which network measured; not metrics themselves
-
-
-def _flatten(metrics: dict, prefix: str = "") -> dict[str, dict]:
-    """Nested metric dicts -> {"domain.fid": entry, "fcn.mean_iou": {"value": ...}, ...} for printing."""
-    flat = {}
-    for key, entry in metrics.items():
-        if key in PROVENANCE_KEYS:
-            continue
-        if isinstance(entry, dict) and ("value" in entry or "skipped" in entry):
-            flat[prefix + key] = entry
-        elif isinstance(entry, dict):
-            flat.update(_flatten(entry, f"{prefix}{key}."))
-        elif isinstance(entry, float) and prefix:  # bare scores such as fcn.pixel_accuracy
-            flat[prefix + key] = {"value": entry}
-    return flat
+                continue
+            if not score.ok:
+                remarks.setdefault(metric, f"skipped: {score.skipped.splitlines()[0]}")
+            elif score.notes:
+                remarks.setdefault(metric, "; ".join(score.notes))
+            cells.append(score.format() + (" *" if score.ok and score.notes else ""))
+        arrow = "↑" if next(s for v in rows.values() for s in v if s.metric == metric).higher_is_better else "↓"
+        print(f"{metric + ' ' + arrow:<{width}}" + "".join(f"{cell:>20}" for cell in cells))
+    for metric, remark in remarks.items():
+        print(f"  {metric}: {remark}")
+    networks = {
+        score.network.name: score.network.held_out_accuracy
+        for scores in rows.values()
+        for score in scores
+        if score.network is not None and score.network.held_out_accuracy is not None
+    }
+    for name, accuracy in networks.items():
+        print(f"  {name}: held-out accuracy on real data {accuracy:.1%}")
 
 
 # --- score --------------------------------------------------------------------------------------------------
@@ -492,10 +514,10 @@ def _score(args) -> int:
     from genlab.score import score_folders
 
     metrics = tuple(item.strip() for item in args.metrics.split(",") if item.strip())
-    results = score_folders(args.pred_dir, args.ref_dir, metrics, args.features, args.inception_weights, args.size)
+    scores = score_folders(args.pred_dir, args.ref_dir, metrics, args.features, args.inception_weights, args.size)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps([score.to_dict() for score in scores], indent=2))
     else:
         print(f"{args.pred_dir} vs {args.ref_dir}")
-        print_metrics({"score": results["metrics"]})
+        print_scores({"score": scores})
     return 0

@@ -2,7 +2,7 @@
 
 A run is described by one `RunConfig`: the model family name, its preset, the seed, and three sections:
 `data` (DataConfig), `train` (TrainConfig) and `net` (the family's own dataclass, e.g. Pix2PixConfig).
-Values are resolved in this order: dataclass defaults < the family preset < command-line flags < `--set`.
+This module knows no family: resolving a family's preset and net config is `genlab.runs`' job (above models).
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ class DataConfig:
 class TrainConfig:
     """The training loop: budget, batch, device, logging and checkpoint cadence."""
 
-    steps: int | None = 1000  # optimisation steps (None: unlimited, then `minutes` must be set)
-    minutes: float | None = None  # wall-clock budget; the run stops at whichever budget ends first
+    # Budgets: the run stops at whichever ends first; at least one must be set. Giving one on the command line
+    # (`set_budget`) replaces the preset's budget rather than adding to it.
+    steps: int | None = 1000  # optimisation steps
+    minutes: float | None = None  # wall-clock training time
+    images: int | None = None  # training images seen (steps x batch size): equal data for different batch sizes
     batch_size: int = 1
     device: str = "auto"  # auto picks cuda > mps > cpu
     precision: Precision = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere
@@ -55,6 +58,27 @@ class TrainConfig:
     keep_checkpoints: int = 3  # numbered checkpoints kept besides last.pt
     compile: bool = False  # torch.compile the networks (GPU; slow to start on CPU)
     preview_count: int = 8  # test items shown in each preview grid
+
+
+    def step_budget(self) -> int | None:
+        """The step at which the steps or images budget ends (None: only a minutes budget)."""
+        limits = []
+        if self.steps is not None:
+            limits.append(self.steps)
+        if self.images is not None:
+            limits.append(-(-self.images // self.batch_size))  # ceil: the last batch may pass the budget
+        return min(limits) if limits else None
+
+
+def set_budget(
+    train: TrainConfig, steps: int | None = None, minutes: float | None = None, images: int | None = None
+) -> bool:
+    """Replace the budget by the ones given (the others are cleared); nothing given keeps it. Returns whether
+    it changed. The one place where "--minutes replaces the preset's steps" is decided."""
+    if steps is None and minutes is None and images is None:
+        return False
+    train.steps, train.minutes, train.images = steps, minutes, images
+    return True
 
 
 @dataclass
@@ -96,41 +120,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def run_config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:
-    """Build a RunConfig from a plain dict (as loaded from YAML), validating every key and type."""
-    from genlab.models import get_model_class
-
-    if not isinstance(values, dict):
-        raise GenlabError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
-    allowed = {"model", "preset", "seed", "data", "train", "net"}
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise GenlabError(f"{source}: unknown key {unknown[0]!r} (valid: {', '.join(sorted(allowed))})")
-    if "model" not in values:
-        raise GenlabError(f"{source}: missing key 'model'")
-    model_class = get_model_class(str(values["model"]))
-    return RunConfig(
-        model=model_class.name,
-        preset=str(values.get("preset", model_class.default_preset)),
-        seed=_check_value(values.get("seed", 0), int, f"{source}: seed"),
-        data=dataclass_from_dict(DataConfig, values.get("data") or {}, f"{source}: data"),
-        train=dataclass_from_dict(TrainConfig, values.get("train") or {}, f"{source}: train"),
-        net=dataclass_from_dict(model_class.config_class, values.get("net") or {}, f"{source}: net"),
-    )
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read a RunConfig from a YAML file, with errors that name the file and key."""
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError as error:
-        raise GenlabError(f"{path}: config file not found") from error
-    except yaml.YAMLError as error:
-        raise GenlabError(f"{path}: not valid YAML ({error})") from error
-    return run_config_from_dict(values or {}, source=str(path))
-
-
 def dataclass_from_dict(cls: type, values: dict[str, Any], source: str) -> Any:
     """Instantiate dataclass `cls` from `values`, rejecting unknown keys and ill-typed values."""
     if not isinstance(values, dict):
@@ -140,7 +129,7 @@ def dataclass_from_dict(cls: type, values: dict[str, Any], source: str) -> Any:
     for key in values:
         if key not in names:
             raise GenlabError(f"{source}: unknown key {key!r} (valid: {', '.join(names)})")
-    checked = {key: _check_value(value, hints[key], f"{source}.{key}") for key, value in values.items()}
+    checked = {key: check_value(value, hints[key], f"{source}.{key}") for key, value in values.items()}
     return cls(**checked)
 
 
@@ -160,7 +149,7 @@ def apply_override(config: RunConfig, assignment: str) -> None:
 def set_value(config: RunConfig, key: str, value: Any, source: str = "config") -> None:
     """Set a dotted key (`train.steps`, `net.width`, `seed`) with type checking; errors list valid keys."""
     if key == "seed":
-        config.seed = _check_value(value, int, f"{source} seed")
+        config.seed = check_value(value, int, f"{source} seed")
         return
     sections = {"data": config.data, "train": config.train, "net": config.net}
     section_name, _, field_name = key.partition(".")
@@ -173,7 +162,7 @@ def set_value(config: RunConfig, key: str, value: Any, source: str = "config") -
         valid = ", ".join(f"{section_name}.{name}" for name in names)
         raise GenlabError(f"{source}: unknown key {key!r} (valid: {valid})")
     hint = typing.get_type_hints(type(section))[field_name]
-    setattr(section, field_name, _check_value(value, hint, f"{source} {key}"))
+    setattr(section, field_name, check_value(value, hint, f"{source} {key}"))
 
 
 def valid_keys(config: RunConfig) -> list[str]:
@@ -181,7 +170,7 @@ def valid_keys(config: RunConfig) -> list[str]:
     return ["seed"] + [f"{name}.{f.name}" for name, obj in sections.items() for f in dataclasses.fields(obj)]
 
 
-def _check_value(value: Any, hint: Any, where: str) -> Any:
+def check_value(value: Any, hint: Any, where: str) -> Any:
     """Return `value` converted to `hint` (int -> float allowed), or raise a GenlabError naming `where`."""
     origin = typing.get_origin(hint)
     if origin is Literal:
@@ -198,7 +187,7 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _check_value(value, option, where)
+                return check_value(value, option, where)
             except GenlabError as error:
                 errors.append(str(error))
         raise GenlabError(errors[0] if len(errors) == 1 else f"{where}: {value!r} has the wrong type ({hint})")
@@ -207,7 +196,7 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             raise GenlabError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(hint)
         item_hint = args[0] if args else Any
-        items = [_check_value(item, item_hint, f"{where}[{index}]") for index, item in enumerate(value)]
+        items = [check_value(item, item_hint, f"{where}[{index}]") for index, item in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if hint is Any:
         return value
@@ -233,25 +222,3 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             raise GenlabError(f"{where}: expected a string, got {value!r}")
         return value
     raise GenlabError(f"{where}: unsupported config type {hint}")
-
-
-def build_run_config(
-    model: str, preset: str | None = None, values: dict[str, Any] | None = None, assignments: list[str] | None = None
-) -> RunConfig:
-    """Resolve a run config: dataclass defaults < the family's preset < `values` (dotted keys) < `assignments`."""
-    from genlab.models import get_model_class
-
-    model_class = get_model_class(model)
-    preset = preset or model_class.default_preset
-    if preset not in model_class.presets:
-        valid = ", ".join(model_class.presets)
-        raise GenlabError(f"unknown preset {preset!r} for model {model_class.name!r} (valid: {valid})")
-    config = RunConfig(model=model_class.name, preset=preset, net=model_class.config_class())
-    for key, value in model_class.presets[preset].items():
-        set_value(config, key, value, source=f"preset {preset}")
-    for key, value in (values or {}).items():
-        if value is not None:
-            set_value(config, key, value, source="option")
-    for assignment in assignments or []:
-        apply_override(config, assignment)
-    return config

@@ -1,12 +1,16 @@
 """Evaluate a run on a held-out split: generate or translate, run the metric suite that fits the task, and
-write RUN/eval.json (every value with its metric, feature network and sample count)."""
+write the typed result (`genlab.results.EvalResult`) to RUN/eval/<split>-step<N>[-<sampler>].json and RUN/eval.json.
+
+The same functions score a model in memory (`evaluate_model`): the trainer's validation curves and the
+benchmark call them, so every score everywhere comes from one place.
+"""
 
 from __future__ import annotations
 
-import json
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,55 +20,117 @@ from tqdm.auto import tqdm
 from genlab.api import load_run
 from genlab.data.tasks import ImageSplit, Task
 from genlab.metrics import suite
-from genlab.models.base import GenerativeModel
-from genlab.utils import GenlabError, atomic_write_text, derive_seed, signed_to_uint8, uint8_to_signed
+from genlab.metrics.perceptual import load_lpips
+from genlab.models.base import GenerativeModel, cycle_labels
+from genlab.results import EvalResult, FeatureNetwork, Score, skipped
+from genlab.sample import sample_images
+from genlab.utils import GenlabError, derive_seed, sample_generator, signed_to_uint8, uint8_to_signed
 
-Translator = Callable[[torch.Tensor], torch.Tensor]  # source batch in [-1, 1] -> target batch in [-1, 1]
+# source batch in [-1, 1] and the index of its first item -> target batch in [-1, 1]
+Translator = Callable[[torch.Tensor, int], torch.Tensor]
+FEATURE_SPACES = ("domain", "inception")
 
 
 @dataclass
 class EvalOptions:
-    """What to compute. Feature spaces: `domain` (works offline) and `inception` (needs its weights)."""
+    """What to compute, on what, with which sampler. Feature spaces: `domain` (offline) and `inception`."""
 
     split: str = "test"
     batch_size: int = 32
     limit: int | None = None  # first N items of the split
     count: int | None = None  # generated images for generation runs (default: the split size, at most 1000)
-    features: tuple[str, ...] = ("domain", "inception")
+    features: tuple[str, ...] = FEATURE_SPACES
     inception_weights: str | None = None
     lpips: bool = True
     diversity_inputs: int = 16  # inputs translated 3 times for the diversity score (0 = skip)
     baselines: bool = False
     seed: int = 0
+    # Sampler options of diffusion families (None: the run's own defaults); recorded in the result.
+    sampler: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+    guidance_scale: float | None = None
+    checkpoint: str | None = None  # a checkpoint file of the run (default: checkpoints/last.pt)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "count", "limit", "steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise GenlabError(f"evaluate: {name} must be at least 1, got {value}")
+        if self.diversity_inputs < 0:
+            raise GenlabError(f"evaluate: diversity_inputs must be 0 or more, got {self.diversity_inputs}")
+        if self.eta is not None and not 0 <= self.eta <= 1:
+            raise GenlabError(f"evaluate: eta must be in [0, 1], got {self.eta}")
+
+    def sampler_options(self) -> dict[str, Any]:
+        """The sampler options that were set (passed to the model as keyword arguments)."""
+        values = {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "guidance_scale": self.guidance_scale}
+        return {key: value for key, value in values.items() if value is not None}
 
 
 def evaluate_run(
     run_dir: str | Path, options: EvalOptions | None = None, device: str = "auto", write: bool = True
-) -> dict[str, Any]:
-    """Score a run and (by default) write RUN/eval.json."""
+) -> EvalResult:
+    """Score a run and (by default) write RUN/eval/<setting>.json and RUN/eval.json (the latest)."""
     options = options or EvalOptions()
-    loaded = load_run(run_dir, device=device)
-    task = loaded.task()
-    data = _limited(task.split(options.split), options.limit)
-    results: dict[str, Any] = {
-        "run": str(loaded.run_dir),
-        "model": loaded.config.model,
-        "task": task.spec.name,
-        "split": options.split,
-        "step": loaded.step,
-    }
-    if task.spec.kind == "paired":
-        results.update(evaluate_translation(loaded.model, task, data, options))
-    elif task.spec.kind == "labelled":
-        results.update(evaluate_generation(loaded.model, task, data, options))
-    else:
-        raise GenlabError(f"evaluate: {task.spec.kind} tasks have no metric suite yet")
+    loaded = load_run(run_dir, device=device, checkpoint=options.checkpoint)
+    result = evaluate_model(loaded.model, loaded.task(), options, run=str(loaded.run_dir), step=loaded.step)
     if write:
-        atomic_write_text(Path(run_dir) / "eval.json", json.dumps(results, indent=2) + "\n")
-    return results
+        result.save(Path(run_dir) / "eval" / eval_file_name(result))
+        result.save(Path(run_dir) / "eval.json")
+    return result
 
 
-def _limited(data: ImageSplit, limit: int | None) -> ImageSplit:
+def eval_file_name(result: EvalResult) -> str:
+    """`test-step0003000.json`, or `test-step0003000-ddim50-eta0-g3.json` with sampler settings."""
+    name = f"{result.split}-step{result.step:07d}"
+    sampler = result.sampler
+    if sampler:
+        name += f"-{sampler.get('sampler', '')}{sampler.get('steps', '')}"
+        if "eta" in sampler:
+            name += f"-eta{sampler['eta']:g}"
+        if "guidance_scale" in sampler:
+            name += f"-g{sampler['guidance_scale']:g}"
+    return name + ".json"
+
+
+def evaluate_model(
+    model: GenerativeModel, task: Task, options: EvalOptions, run: str = "", step: int | None = None
+) -> EvalResult:
+    """Score a model on `options.split` of its task: translation or generation, whichever the model does."""
+    sampler = options.sampler_options()
+    if sampler and not model.abilities.sampler_options:
+        raise GenlabError(f"model {model.name!r} takes no sampler options (got {', '.join(sampler)})")
+    data = limited(task.split(options.split), options.limit)
+    started = time.perf_counter()
+    if model.can("translate"):
+        count, scores, baselines, seconds = evaluate_translation(model, task, data, options)
+    elif model.can("sample"):
+        count, scores, baselines, seconds = evaluate_generation(model, task, data, options)
+    else:
+        raise GenlabError(f"evaluate: model {model.name!r} ({model.purpose}) neither translates nor samples")
+    return EvalResult(
+        run=run,
+        model=model.name,
+        task=task.spec.name,
+        split=options.split,
+        step=model.step if step is None else step,
+        count=count,
+        scores=scores,
+        sampler={**model.sampler_defaults(), **sampler} if model.abilities.sampler_options else {},
+        baselines=baselines,
+        extra={
+            "conditional": model.conditional,
+            "seed": options.seed,
+            "seconds_per_image": seconds / max(count, 1),  # generation alone (AtoB), not scoring
+            "evaluation_seconds": time.perf_counter() - started,
+        },
+    )
+
+
+def limited(data: ImageSplit, limit: int | None) -> ImageSplit:
+    """The first `limit` items of a split (all of them when None)."""
     if limit is None or limit >= len(data):
         return data
     return ImageSplit({key: value[:limit] for key, value in data.fields.items()}, data.names[:limit])
@@ -72,115 +138,155 @@ def _limited(data: ImageSplit, limit: int | None) -> ImageSplit:
 
 # --- translation ------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def translate_split(translator: Translator, sources: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+def translate_split(
+    translator: Translator, sources: torch.Tensor, batch_size: int = 32, progress: bool = False
+) -> torch.Tensor:
     """uint8 sources (N, C, H, W) -> uint8 outputs, in batches."""
     outputs = []
-    for start in tqdm(range(0, len(sources), batch_size), desc="translating", leave=False, unit="batch"):
-        outputs.append(signed_to_uint8(translator(uint8_to_signed(sources[start : start + batch_size]))).cpu())
+    starts = range(0, len(sources), batch_size)
+    for start in tqdm(starts, desc="translating", leave=False, unit="batch", disable=not progress):
+        batch = uint8_to_signed(sources[start : start + batch_size])
+        outputs.append(signed_to_uint8(translator(batch, start)).cpu())
     return torch.cat(outputs)
 
 
 def model_translator(model: GenerativeModel, seed: int = 0, **options) -> Translator:
-    """Translate with a fixed seed per call order, so stochastic models give reproducible scores."""
-    calls = iter(range(10**9))
+    """Translate with one noise generator per input item, so item i's output depends on (seed, i) alone."""
 
-    def translate(source: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(derive_seed(seed, next(calls)))
+    def translate(source: torch.Tensor, first_index: int) -> torch.Tensor:
+        generator = sample_generator(seed, first_index, len(source))
         return model.translate_batch(source.to(model.device), generator=generator, **options)
 
     return translate
 
 
-def evaluate_translation(model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions) -> dict:
-    sources, targets = data.fields["source"], data.fields["target"]
-    outputs = translate_split(model_translator(model, options.seed), sources, options.batch_size)
-    metrics = score_translations(outputs, targets, sources, task, options)
-    if options.diversity_inputs:
-        count = min(options.diversity_inputs, len(sources))
-        stochastic = getattr(model, "stochastic_options", {})
-        runs = [
-            translate_split(
-                model_translator(model, options.seed + k, **stochastic), sources[:count], options.batch_size
-            )
-            for k in range(3)
-        ]
-        metrics["diversity"] = suite.diversity_score(runs)
-    result = {"count": len(data), "metrics": metrics}
+def direction_fields(task: Task) -> dict[str, tuple[str, str]]:
+    """(input field, reference field) per translation direction of a task."""
+    if task.spec.kind == "unpaired":
+        return {"AtoB": ("a", "b"), "BtoA": ("b", "a")}
+    return {"AtoB": ("source", "target"), "BtoA": ("target", "source")}
+
+
+def evaluate_translation(
+    model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions
+) -> tuple[int, list[Score], dict[str, list[Score]], float]:
+    """Scores of AtoB (and BtoA for models with a reverse generator) translations, plus the baselines."""
+    sampler = options.sampler_options()
+    paired = task.spec.kind == "paired"
+    scores: list[Score] = []
+    baselines: dict[str, list[Score]] = {}
+    directions = ["AtoB", "BtoA"] if model.can("reverse") else ["AtoB"]
+    seconds = 0.0
+    for direction in directions:
+        input_field, reference_field = direction_fields(task)[direction]
+        inputs, references = data.fields[input_field], data.fields[reference_field]
+        direction_option = {"direction": direction} if model.abilities.reverse else {}
+        translator = model_translator(model, options.seed, **sampler, **direction_option)
+        started = time.perf_counter()
+        outputs = translate_split(translator, inputs, options.batch_size, options.progress)
+        if direction == "AtoB":
+            seconds = time.perf_counter() - started
+        prefix = "" if direction == "AtoB" else "BtoA."
+        # The domain networks judge the task's targets (photos, garments), so BtoA gets pixel metrics only.
+        judged = options if direction == "AtoB" else replace(options, features=())
+        scores += score_translations(outputs, references, inputs, task, judged, paired=paired, prefix=prefix)
+    if options.diversity_inputs and model.abilities.stochastic:
+        count = min(options.diversity_inputs, len(data))
+        sources = data.fields[direction_fields(task)["AtoB"][0]][:count]
+        stochastic = {**sampler, **model.abilities.stochastic_options}
+        translators = [model_translator(model, derive_seed(options.seed, k), **stochastic) for k in range(3)]
+        runs = [translate_split(translator, sources, options.batch_size) for translator in translators]
+        scores.append(suite.diversity_score(runs))
     if options.baselines:
-        cheap = EvalOptions(**{**options.__dict__, "features": (), "lpips": False})
-        result["baselines"] = {
-            name: score_translations(
-                translate_split(baseline, sources, options.batch_size), targets, sources, task, cheap
-            )
-            for name, baseline in (
-                ("mean_train_target", mean_target_baseline(task)),
-                ("nearest_neighbour", nearest_neighbour_baseline(task)),
-            )
-        }
-    return result
+        baselines = translation_baselines(task, data, options)
+    return len(data), scores, baselines, seconds
+
+
+def translation_baselines(task: Task, data: ImageSplit, options: EvalOptions) -> dict[str, list[Score]]:
+    """The mean training target and the nearest neighbour, scored with every metric that applies to them; for
+    label-map tasks also the real photos' FCN-score (the ceiling a translator can reach)."""
+    input_field, reference_field = direction_fields(task)["AtoB"]
+    inputs, references = data.fields[input_field], data.fields[reference_field]
+    paired = task.spec.kind == "paired"
+    quiet = replace(options, diversity_inputs=0)
+    baselines = {
+        name: score_translations(
+            translate_split(baseline, inputs, options.batch_size), references, inputs, task, quiet, paired=paired
+        )
+        for name, baseline in (
+            ("mean_train_target", mean_target_baseline(task)),
+            ("nearest_neighbour", nearest_neighbour_baseline(task)),
+        )
+    }
+    if paired and "domain" in options.features:
+        judge, network = feature_network("domain", task, options)
+        if judge is not None and judge.kind == "segmenter":
+            baselines["real_target"] = suite.fcn_scores(judge, network, references, inputs)
+    return baselines
 
 
 def score_translations(
-    outputs: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor, task: Task, options: EvalOptions
-) -> dict[str, Any]:
-    """Paired metrics, then each feature space's distribution metrics and, for label maps, the FCN-score."""
-    loader = lpips_loader() if options.lpips else None
-    metrics: dict[str, Any] = suite.paired_scores(
-        outputs,
-        targets,
-        ("psnr", "ssim", "ms_ssim", "lpips") if options.lpips else ("psnr", "ssim", "ms_ssim"),
-        lpips_loader=loader,
-    )
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    sources: torch.Tensor,
+    task: Task,
+    options: EvalOptions,
+    paired: bool = True,
+    prefix: str = "",
+) -> list[Score]:
+    """Paired metrics (when outputs[i] has a true targets[i]), then each feature space's distribution metrics
+    and, for label maps judged by a segmenter, the FCN-score."""
+    scores: list[Score] = []
+    if paired:
+        metrics = suite.PAIRED_METRICS if options.lpips else ("psnr", "ssim", "ms_ssim")
+        scores += suite.paired_scores(outputs, targets, metrics, lpips_loader=load_lpips, prefix=prefix)
     for space in options.features:
         extractor, network = feature_network(space, task, options)
         if extractor is None:
-            metrics[space] = {"skipped": network["skipped"]}
+            scores.append(skipped(f"{prefix}{space}.fid", network))
             continue
-        metrics[space] = suite.distribution_scores(outputs, targets, extractor, network, seed=options.seed)
-        if space == "domain" and getattr(extractor, "kind", "") == "segmenter":
-            metrics["fcn"] = suite.fcn_scores(extractor, outputs, sources)
-            metrics["fcn_real"] = suite.fcn_scores(extractor, targets, sources)  # the ceiling: real photos
-    return metrics
-
-
-def lpips_loader():
-    from genlab.metrics.perceptual import load_lpips
-
-    return lambda: load_lpips("alex")
+        scores += suite.distribution_scores(
+            outputs, targets, extractor, network, seed=options.seed, space=prefix + space
+        )
+        if space == "domain" and extractor.kind == "segmenter" and paired:
+            scores += suite.fcn_scores(extractor, network, outputs, sources)
+    return scores
 
 
 def feature_network(space: str, task: Task, options: EvalOptions):
-    """(extractor, description) for `domain` or `inception`; (None, {"skipped": why}) when unavailable."""
+    """(extractor, FeatureNetwork) for `domain`, `domain:TASK` or `inception`; (None, why) when unavailable."""
     from genlab.metrics.features import FeatureWeightsMissing, load_inception
 
     if space == "inception":
         try:
-            return load_inception(options.inception_weights), {"network": "inception-v3-fid"}
+            return load_inception(options.inception_weights), FeatureNetwork("inception-v3-fid")
         except FeatureWeightsMissing as missing:
-            return None, {"skipped": str(missing)}
+            return None, str(missing)
     if space == "domain" or space.startswith("domain:"):
         from genlab.judges.domain import RECIPES, domain_network
 
         name = space.split(":", 1)[1] if ":" in space else task.spec.name
         if name not in RECIPES:
-            return None, {"skipped": f"no domain network for task {name!r} (available: {', '.join(RECIPES)})"}
+            return None, f"no domain network for task {name!r} (available: {', '.join(RECIPES)})"
         network = domain_network(name, task.spec.image_size, data_root=task.config.data_root)
-        return network, network.provenance()
+        return network, network.feature_network()
     raise GenlabError(f"unknown feature space {space!r} (valid: domain, domain:TASK, inception)")
 
 
 def mean_target_baseline(task: Task) -> Translator:
     """Predict the mean training target for every input: the score any useful translator must beat."""
-    mean = uint8_to_signed(task.split("train").fields["target"]).mean(dim=0, keepdim=True)  # (1, C, H, W)
-    return lambda source: mean.expand(len(source), -1, -1, -1)
+    field = direction_fields(task)["AtoB"][1]
+    mean = uint8_to_signed(task.split("train").fields[field]).mean(dim=0, keepdim=True)  # (1, C, H, W)
+    return lambda source, first_index=0: mean.expand(len(source), -1, -1, -1)
 
 
 def nearest_neighbour_baseline(task: Task, chunk: int = 256) -> Translator:
     """Return the training target whose source is nearest (L2 on pixels) to the input source."""
+    input_field, reference_field = direction_fields(task)["AtoB"]
     train = task.split("train")
-    train_sources = uint8_to_signed(train.fields["source"]).flatten(1)  # (N, D)
-    train_targets = uint8_to_signed(train.fields["target"])
-    return lambda source: train_targets[nearest_index(source.cpu().flatten(1), train_sources, chunk)]
+    train_sources = uint8_to_signed(train.fields[input_field]).flatten(1)  # (N, D)
+    train_targets = uint8_to_signed(train.fields[reference_field])
+    return lambda source, first_index=0: train_targets[nearest_index(source.cpu().flatten(1), train_sources, chunk)]
 
 
 def nearest_index(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -196,28 +302,40 @@ def nearest_index(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 256) -
 
 
 # --- generation -------------------------------------------------------------------------------------------------
-def evaluate_generation(model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions) -> dict:
-    from genlab.sample import sample_images
-
+def evaluate_generation(
+    model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions
+) -> tuple[int, list[Score], dict[str, list[Score]], float]:
+    """Distribution scores of `count` samples against as many real test images, class accuracy when
+    class-conditional, and (with baselines) the same scores of real training images: the real-vs-real floor."""
     count = options.count or min(len(data), 1000)
-    real = data.fields["image"][:count]
-    conditional = bool(getattr(model, "conditional", False))
-    labels = torch.arange(count) % task.spec.num_classes if conditional else None
-    samples = signed_to_uint8(sample_images(model, count, labels, options.seed, options.batch_size)).cpu()
-    metrics: dict[str, Any] = {}
+    real = data.fields["image"][: min(count, len(data))]
+    labels = cycle_labels(count, task.spec.num_classes) if model.conditional else None
+    started = time.perf_counter()
+    samples = sample_images(
+        model, count, labels, options.seed, options.batch_size, progress=options.progress, **options.sampler_options()
+    )
+    seconds = time.perf_counter() - started
+    scores = score_samples(signed_to_uint8(samples).cpu(), real, labels, task, options)
+    baselines = {}
+    if options.baselines:
+        train_images = task.split("train").fields["image"]
+        baselines["train_images"] = score_samples(train_images[:count], real, None, task, options)
+    return count, scores, baselines, seconds
+
+
+def score_samples(
+    samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None, task: Task, options: EvalOptions
+) -> list[Score]:
+    """Each feature space's distribution metrics of uint8 samples vs real images, and class accuracy."""
+    scores: list[Score] = []
     for space in options.features:
         extractor, network = feature_network(space, task, options)
         if extractor is None:
-            metrics[space] = {"skipped": network["skipped"]}
+            scores.append(skipped(f"{space}.fid", network))
             continue
         fake_features = suite.features_of(extractor, samples)
-        metrics[space] = suite.distribution_scores(fake_features, real, extractor, network, seed=options.seed)
-        if conditional and space == "domain":
+        scores += suite.distribution_scores(fake_features, real, extractor, network, seed=options.seed, space=space)
+        if labels is not None and space == "domain" and extractor.kind == "classifier":
             predicted = fake_features["probs"].argmax(dim=1)
-            metrics["class_accuracy"] = {
-                "value": float((predicted == labels).double().mean()),
-                "count": count,
-                "classifier": network,
-                "chance": 1.0 / task.spec.num_classes,
-            }
-    return {"count": count, "conditional": conditional, "metrics": metrics}
+            scores.append(suite.class_accuracy(predicted, labels, network, task.spec.num_classes))
+    return scores

@@ -60,12 +60,12 @@ class FeatureNetwork:
 class Score:
     """One metric value: its spread, interval, sample count, the network it came from and its better direction.
 
-    `skipped` holds the reason when the metric could not be computed (then `value` is NaN); `notes` warn of
+    `skipped` holds the reason when the metric could not be computed (then `value` is None); `notes` warn of
     what may mislead (few samples for FID, a shrunk KID subset, a negative KID).
     """
 
     metric: str  # "psnr", "domain.fid", "fcn.mean_iou", "class_accuracy", ...
-    value: float = math.nan
+    value: float | None = None  # None only when skipped
     std: float | None = None  # spread over images (paired), subsets (KID), splits (IS) or seeds
     interval: tuple[float, float] | None = None  # 95% bootstrap interval of the mean (paired metrics)
     count: int = 0  # images (or samples) the value is computed from
@@ -82,7 +82,7 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
-        values["value"] = _json_number(self.value)
+        values["value"] = None if self.value is None else _json_number(self.value)
         if self.per_item is not None:
             values["per_item"] = [_json_number(v) for v in self.per_item]
         return {key: value for key, value in values.items() if value not in (None, (), [], "")}
@@ -94,7 +94,7 @@ class Score:
         interval = values.pop("interval", None)
         per_item = values.pop("per_item", None)
         return Score(
-            value=_number(values.pop("value", math.nan)),
+            value=_number(values.pop("value", None)),
             network=FeatureNetwork(**network) if network else None,
             interval=tuple(interval) if interval else None,
             notes=tuple(values.pop("notes", ())),
@@ -195,5 +195,5 @@ def _json_number(value: float) -> float | str:
     return value
 
 
-def _number(value: Any) -> float:
-    return float(value)
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)

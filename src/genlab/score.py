@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from genlab.data.imageio import list_images, load_image
 from genlab.metrics import suite
+from genlab.metrics.perceptual import load_lpips
+from genlab.results import FeatureNetwork, Score, skipped
 from genlab.utils import GenlabError
 
 ALL_METRICS = suite.PAIRED_METRICS + suite.DISTRIBUTION_METRICS
@@ -41,13 +43,13 @@ def score_folders(
     features: str = "inception",
     inception_weights: str | None = None,
     size: int | None = None,
-) -> dict[str, Any]:
-    """Score `pred_dir` against `ref_dir`; every value carries its metric, feature network and sample count."""
+) -> list[Score]:
+    """Score `pred_dir` against `ref_dir`; every score carries its metric, feature network and sample count."""
     unknown = [name for name in metrics if name not in ALL_METRICS]
     if unknown:
         raise GenlabError(f"unknown metric {unknown[0]!r} (valid: {', '.join(ALL_METRICS)})")
     predicted, reference = _load_folder(pred_dir), _load_folder(ref_dir)
-    results: dict[str, Any] = {"pred_dir": str(pred_dir), "ref_dir": str(ref_dir), "metrics": {}}
+    scores: list[Score] = []
     paired = [name for name in metrics if name in suite.PAIRED_METRICS]
     if paired:
         common = sorted(set(predicted) & set(reference))
@@ -62,22 +64,24 @@ def score_folders(
                     f"{Path(pred_dir) / name}: shape {tuple(predicted[name].shape)} differs from "
                     f"{Path(ref_dir) / name}'s {tuple(reference[name].shape)}"
                 )
-        results["paired_count"] = len(common)
-        results["unmatched"] = len(set(predicted) ^ set(reference))
+        unmatched = len(set(predicted) ^ set(reference))
         outputs = torch.stack([predicted[name] for name in common])
         targets = torch.stack([reference[name] for name in common])
-        from genlab.evaluate import lpips_loader
-
-        results["metrics"].update(suite.paired_scores(outputs, targets, tuple(paired), lpips_loader=lpips_loader()))
+        paired_scores = suite.paired_scores(outputs, targets, tuple(paired), lpips_loader=load_lpips)
+        if unmatched:
+            note = f"{unmatched} file(s) without a same-named partner left out"
+            paired_scores = [replace(score, notes=(*score.notes, note)) for score in paired_scores]
+        scores += paired_scores
     distribution = tuple(name for name in metrics if name in suite.DISTRIBUTION_METRICS)
     if distribution:
         fake, real = _stack(predicted, pred_dir), _stack(reference, ref_dir)
+        space = features.split(":", 1)[0]
         extractor, network = _feature_network(features, inception_weights, size or fake.shape[-1])
         if extractor is None:
-            results["metrics"][features] = {"skipped": network["skipped"]}
+            scores.append(skipped(f"{space}.fid", network))
         else:
-            results["metrics"][features] = suite.distribution_scores(fake, real, extractor, network, distribution)
-    return results
+            scores += suite.distribution_scores(fake, real, extractor, network, distribution, space=space)
+    return scores
 
 
 def _feature_network(features: str, inception_weights: str | None, size: int):
@@ -85,12 +89,12 @@ def _feature_network(features: str, inception_weights: str | None, size: int):
 
     if features == "inception":
         try:
-            return load_inception(inception_weights), {"network": "inception-v3-fid"}
+            return load_inception(inception_weights), FeatureNetwork("inception-v3-fid")
         except FeatureWeightsMissing as missing:
-            return None, {"skipped": str(missing)}
+            return None, str(missing)
     if features.startswith("domain:"):
         from genlab.judges.domain import domain_network
 
         network = domain_network(features.split(":", 1)[1], size)
-        return network, network.provenance()
+        return network, network.feature_network()
     raise GenlabError(f"--features: unknown feature space {features!r} (valid: inception, domain:TASK)")

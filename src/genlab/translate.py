@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from genlab.data.imageio import list_images, load_image, save_image
 from genlab.models.base import GenerativeModel
-from genlab.utils import GenlabError, signed_to_uint8, to_model_batch
+from genlab.utils import GenlabError, sample_generator, signed_to_uint8, to_model_batch
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
@@ -37,15 +37,27 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 @torch.no_grad()
 def translate_files(
-    model: GenerativeModel, inputs: list[str], out_dir: Path, aligned: bool = False, batch_size: int = 16
+    model: GenerativeModel,
+    inputs: list[str],
+    out_dir: Path,
+    aligned: bool = False,
+    batch_size: int = 16,
+    seed: int = 0,
+    **options,
 ) -> list[Path]:
     """Translate each input image (its left half when `aligned`) and save it under `out_dir` with its name.
 
     Images are resized to the model's size for translation and the output is resized back to the input size.
+    Stochastic models draw the noise of input i from (seed, i); `options` go to the model (sampler, steps,
+    eta for diffusion; direction for cyclegan).
     """
+    model.require("translate")
     files = collect_inputs(inputs)
     spec = model.spec
-    nearest = "source" in spec.label_map_fields
+    reverse = options.get("direction") == "BtoA"  # BtoA reads target-domain images
+    field = "target" if reverse else "source"
+    channels = spec.target_channels if reverse else spec.source_channels
+    nearest = field in spec.label_map_fields
     written = []
     for start in tqdm(range(0, len(files), batch_size), desc="translating", unit="batch", leave=False):
         chunk = files[start : start + batch_size]
@@ -53,9 +65,10 @@ def translate_files(
         if aligned:
             images = [_left_half(image, path) for image, path in zip(images, chunk)]
         batch = torch.cat(
-            [to_model_batch(image, spec.source_channels, spec.image_size, nearest)[0] for image in images]
+            [to_model_batch(image, channels, spec.image_size, nearest)[0] for image in images]
         )
-        outputs = model.translate_batch(batch.to(model.device)).cpu()
+        generator = sample_generator(seed, start, len(chunk))
+        outputs = model.translate_batch(batch.to(model.device), generator=generator, **options).cpu()
         for path, image, output in zip(chunk, images, outputs):
             size = tuple(image.shape[-2:])
             if size != tuple(output.shape[-2:]):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from genlab.config import build_run_config
 from genlab.data.tasks import TaskSpec
 from genlab.models import get_model_class
+from genlab.runs import build_run_config
 from genlab.sample import interpolation_noise
 from genlab.utils import GenlabError
 

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from genlab.config import build_run_config
 from genlab.data.tasks import TaskSpec
 from genlab.models import get_model_class
 from genlab.nn.autoencoder import KLAutoencoder
+from genlab.runs import build_run_config
 from genlab.utils import GenlabError
 
 SMALL = [

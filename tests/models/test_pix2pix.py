@@ -2,12 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.config import build_run_config
 from genlab.data.tasks import TaskSpec
 from genlab.models import get_model_class
 from genlab.models.losses import GANLoss, gaussian_kl
 from genlab.nn.patchgan import PatchDiscriminator, patchgan_receptive_field
 from genlab.nn.unet import UNetGenerator, unet_depth
+from genlab.runs import build_run_config
 from genlab.utils import GenlabError
 
 

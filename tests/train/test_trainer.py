@@ -11,7 +11,7 @@ import torch
 
 import genlab
 from genlab import checkpoint as ckpt
-from genlab.config import build_run_config
+from genlab.runs import build_run_config
 from genlab.train.logging import read_metrics
 from genlab.train.trainer import resume_config, train
 from genlab.utils import GenlabError
@@ -154,10 +154,8 @@ SCRIPT = textwrap.dedent(
     import conftest
     from genlab.data import tasks
     from genlab.data.tasks import TaskEntry
-    original = tasks._registry
-    tasks._registry = lambda: {{**original(), "toy-paired": TaskEntry(
-        "toy-paired", "paired", "test", conftest.build_toy_task, lambda c: True, None)}}
-    from genlab.config import build_run_config
+    tasks.register_task(TaskEntry("toy-paired", "paired", "test", conftest.build_toy_task, lambda c: True, None))
+    from genlab.runs import build_run_config
     from genlab.train.trainer import train
     config = build_run_config("pix2pix", "quick", {{"data.task": "toy-paired", "data.image_size": 16,
         "train.steps": 100000, "train.batch_size": 2}}, ["net.width=4", "train.checkpoint_every=1",

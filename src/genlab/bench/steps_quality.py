@@ -9,49 +9,40 @@ translation runs with PSNR/SSIM against the test targets. Prints a Markdown tabl
 from __future__ import annotations
 
 import argparse
-import time
-
-import torch
 
 from genlab.api import load_run
-from genlab.evaluate import EvalOptions, feature_network, model_translator, translate_split
-from genlab.metrics import suite
-from genlab.sample import sample_images
-from genlab.utils import signed_to_uint8
+from genlab.evaluate import EvalOptions, evaluate_model
+from genlab.results import EvalResult
+
+HEADLINE = ("domain.fid", "domain.kid", "class_accuracy", "psnr", "ssim")
 
 
-def measure(run_dir: str, settings: list[tuple[str, int]], count: int, batch_size: int, seed: int = 0) -> list[dict]:
-    """One row per (sampler, steps): seconds per image and the quality scores."""
+def measure(
+    run_dir: str, settings: list[tuple[str, int]], count: int, batch_size: int, seed: int = 0
+) -> list[tuple[str, int, float, EvalResult]]:
+    """One (sampler, steps, seconds per image, result) per setting, scored by the evaluator itself."""
     loaded = load_run(run_dir)
     model, task = loaded.model, loaded.task()
-    test = task.split("test")
     rows = []
-    if task.spec.kind == "labelled":
-        extractor, network = feature_network("domain", task, EvalOptions())
-        real = suite.features_of(extractor, test.fields["image"][:count])
-        conditional = bool(getattr(model, "conditional", False))
-        labels = torch.arange(count) % task.spec.num_classes if conditional else None
     for sampler, steps in settings:
-        started = time.perf_counter()
-        if task.spec.kind == "labelled":
-            images = signed_to_uint8(
-                sample_images(model, count, labels, seed, batch_size, sampler=sampler, steps=steps)
-            ).cpu()
-            seconds = time.perf_counter() - started
-            fake = suite.features_of(extractor, images)
-            scores = suite.distribution_scores(fake, real, extractor, network, ("fid", "kid"))
-            row = {"fid": scores["fid"]["value"], "kid": scores["kid"]["value"]}
-            if conditional:
-                row["class_accuracy"] = float((fake["probs"].argmax(dim=1) == labels).double().mean())
-        else:
-            translator = model_translator(model, seed, sampler=sampler, steps=steps)
-            outputs = translate_split(translator, test.fields["source"][:count], batch_size)
-            seconds = time.perf_counter() - started
-            scores = suite.paired_scores(outputs, test.fields["target"][:count], ("psnr", "ssim"))
-            row = {"psnr": scores["psnr"]["value"], "ssim": scores["ssim"]["value"]}
-        rows.append({"sampler": sampler, "steps": steps, "seconds_per_image": seconds / count, **row})
-        print(_markdown(rows[-1:], header=len(rows) == 1), flush=True)
+        options = EvalOptions(
+            features=("domain",), lpips=False, diversity_inputs=0, count=count, limit=count,
+            batch_size=batch_size, seed=seed, sampler=sampler, steps=steps, progress=False,
+        )
+        result = evaluate_model(model, task, options, run=str(run_dir), step=loaded.step)
+        rows.append((sampler, steps, result.extra["seconds_per_image"], result))
+        print(_markdown([_row(rows[-1])], header=len(rows) == 1), flush=True)
     return rows
+
+
+def _row(entry: tuple[str, int, float, EvalResult]) -> dict:
+    sampler, steps, seconds, result = entry
+    row: dict = {"sampler": sampler, "steps": steps, "seconds_per_image": seconds}
+    for metric in HEADLINE:
+        score = result.score(metric)
+        if score is not None and score.ok:
+            row[metric] = score.value
+    return row
 
 
 def _markdown(rows: list[dict], header: bool = True) -> str:

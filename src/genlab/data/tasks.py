@@ -42,6 +42,11 @@ class TaskSpec:
     label_map_fields: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
 
+    @staticmethod
+    def from_dict(values: dict) -> TaskSpec:
+        """A TaskSpec from its stored dict (checkpoints keep one; tuples come back as lists from serialisers)."""
+        return TaskSpec(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+
 
 @dataclass
 class ImageSplit:
@@ -158,7 +163,31 @@ class TaskEntry:
     native_size: int | None = None  # the size of the source images, None if any size
 
 
-def _registry() -> dict[str, TaskEntry]:
+TASKS: dict[str, TaskEntry] = {}
+_builtins_registered: list[bool] = []  # a list, so registering needs no `global` statement
+
+
+def register_task(entry: TaskEntry, replace: bool = False) -> TaskEntry:
+    """Add a task to the registry (as `register_model` adds a family); a taken name is an error unless `replace`."""
+    _register_builtin_tasks()
+    if entry.name in TASKS and not replace:
+        raise GenlabError(f"task {entry.name!r} is already registered (pass replace=True to replace it)")
+    if entry.name.startswith("folder:"):
+        raise GenlabError(f"task names may not start with 'folder:' (that prefix names folders): {entry.name!r}")
+    TASKS[entry.name] = entry
+    return entry
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task added with `register_task` (tests use it to clean up)."""
+    TASKS.pop(name, None)
+
+
+def _register_builtin_tasks() -> None:
+    """The built-in tasks, registered on first use (their modules import this one, so not at import time)."""
+    if _builtins_registered:
+        return
+    _builtins_registered.append(True)
     from genlab.data import download, facades_synth, fashion_mnist
 
     entries = [
@@ -203,12 +232,14 @@ def _registry() -> dict[str, TaskEntry]:
             28,
         ),
     ]
-    return {entry.name: entry for entry in entries}
+    for entry in entries:
+        TASKS.setdefault(entry.name, entry)
 
 
 def task_entries() -> dict[str, TaskEntry]:
     """Every registered task by name (folder:PATH tasks are not listed: they are any folder)."""
-    return _registry()
+    _register_builtin_tasks()
+    return dict(TASKS)
 
 
 def get_task(config: DataConfig) -> Task:
@@ -218,7 +249,7 @@ def get_task(config: DataConfig) -> Task:
         from genlab.data import folders
 
         return folders.build_folder_task(config)
-    entries = _registry()
+    entries = task_entries()
     if name not in entries:
         raise GenlabError(f"unknown task {name!r} (valid: {', '.join(entries)}, or folder:PATH)")
     return entries[name].build(config)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from genlab.config import DataConfig
 from genlab.data.tasks import Task, get_task
 from genlab.metrics.semantic import classification_accuracy, confusion_matrix, segmentation_scores
+from genlab.results import FeatureNetwork
 from genlab.utils import GenlabError, atomic_path, derive_seed, make_generator, seed_everything, uint8_to_signed
 
 DOMAIN_VERSION = 1  # bump when the architectures or recipes change: old caches are then ignored
@@ -113,12 +114,30 @@ class DomainNetwork:
             probs = probs.mean(dim=(2, 3))
         return {"features": features.double(), "probs": probs.double(), "logits": logits}
 
+    @property
+    def num_classes(self) -> int:
+        return self.net.classify.out_channels if self.kind == "segmenter" else self.net.head[-1].out_features
+
+    def classes_of(self, label_maps: torch.Tensor) -> torch.Tensor:
+        """Per-pixel classes (B, H, W) of uint8 label maps drawn in the task's palette (the FCN-score's truth)."""
+        if self.kind != "segmenter":
+            raise GenlabError(f"{self.name} is a classifier; it reads no label maps")
+        from genlab.data.facades_synth import label_map_to_classes
+
+        return label_map_to_classes(label_maps)
+
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Per-pixel class indices (B, H, W) of photos in [-1, 1]."""
         if self.kind != "segmenter":
             raise GenlabError(f"{self.name} is a classifier, not a segmenter")
         return self(images)["logits"].argmax(dim=1)
+
+    def feature_network(self) -> FeatureNetwork:
+        """How scores measured with this network name it: its name and its held-out accuracy on real data."""
+        return FeatureNetwork(
+            f"{self.name} {self.kind} @{self.image_size}px", self.test_accuracy, details=self.provenance()
+        )
 
     def provenance(self) -> dict[str, object]:
         """What to record next to every score computed with this network."""

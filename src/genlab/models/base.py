@@ -37,6 +37,7 @@ class Abilities:
     # translate options that turn on the stochastic outputs (pix2pix: dropout at inference); {} = always on
     stochastic_options: dict[str, Any] = field(default_factory=dict)
     ema: bool = False  # keeps an exponential moving average of its weights, used for sampling
+    sampler_options: bool = False  # sample/translate take sampler, steps, eta, guidance_scale (diffusion)
     # How `genlab sample --interpolate` walks between two latent codes: linear (VAE), slerp (Gaussian noise).
     interpolation: Literal["none", "linear", "slerp"] = "none"
 
@@ -136,6 +137,20 @@ class GenerativeModel(nn.Module, ABC):
         """Generate `count` images in [-1, 1] (class-conditioned by `labels` when given)."""
         self.require("sample")
         raise NotImplementedError(f"{self.name} declares samples=True but defines no sample")
+
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one sample's latent code (noise), for interpolation between codes."""
+        self.require("interpolate")
+        raise NotImplementedError(f"{self.name} declares interpolation but defines no latent_shape")
+
+    def sample_from_latents(self, latents: torch.Tensor, labels: torch.Tensor | None = None, **options) -> torch.Tensor:
+        """Decode given latent codes (B, *latent_shape()) into images (deterministically where the family can)."""
+        self.require("interpolate")
+        raise NotImplementedError(f"{self.name} declares interpolation but defines no sample_from_latents")
+
+    def sampler_defaults(self) -> dict[str, Any]:
+        """The sampler settings used when none are given (families with `sampler_options` override it)."""
+        return {}
 
     def can(self, action: str) -> bool:
         """Whether this model can `translate`, `sample`, `reverse`, take `labels` or `interpolate`: the family

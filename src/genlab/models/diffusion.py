@@ -83,6 +83,14 @@ class DiffusionModel(GenerativeModel):
             )
         }
 
+    def sampler_defaults(self) -> dict[str, Any]:
+        config = self.config
+        steps = config.timesteps if config.sampler == "ddpm" else config.sample_steps
+        defaults = {"sampler": config.sampler, "steps": steps, "eta": config.eta}
+        if self.conditional:
+            defaults["guidance_scale"] = config.guidance_scale
+        return defaults
+
     @property
     def preview_steps(self) -> int:
         """DDIM steps of the preview grids (never more than the schedule has)."""
@@ -204,7 +212,9 @@ class DDPM(DiffusionModel):
     name = "ddpm"
     config_class = DiffusionConfig
     task_kinds = frozenset({"labelled"})
-    abilities = Abilities(samples=True, class_conditional=True, stochastic=True, ema=True, interpolation="slerp")
+    abilities = Abilities(
+        samples=True, class_conditional=True, stochastic=True, ema=True, sampler_options=True, interpolation="slerp"
+    )
     purpose = "denoising diffusion for image generation"
     presets = {
         # Ho et al. 2020 on CIFAR-10: 35.7M-param net, linear schedule, lr 2e-4, batch 128, 800k steps, EMA 0.9999.
@@ -242,6 +252,14 @@ class DDPM(DiffusionModel):
         item_shape = (self.spec.target_channels, self.spec.image_size, self.spec.image_size)
         return self.sample_items(count, item_shape, labels, generator, options)
 
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.spec.target_channels, self.spec.image_size, self.spec.image_size)
+
+    def sample_from_latents(self, latents, labels=None, **options):
+        """Images from given x_T with DDIM eta 0 (deterministic), so a walk between codes is smooth."""
+        options.update(sampler="ddim", eta=0.0)
+        return self.sample(len(latents), labels=labels, x_T=latents, **options)
+
     def preview(self, batch):
         labels = batch["label"] if self.conditional else None
         generator = torch.Generator().manual_seed(0)
@@ -258,7 +276,7 @@ class ConditionalDDIM(DiffusionModel):
     name = "cddim"
     config_class = DiffusionConfig
     task_kinds = frozenset({"paired"})
-    abilities = Abilities(translates=True, stochastic=True, ema=True)
+    abilities = Abilities(translates=True, stochastic=True, ema=True, sampler_options=True)
     purpose = "image-conditional diffusion for translation"
     presets = {
         # The seed report (tables 4-6): its network, the cosine-angle schedule, AdamW 1e-4 wd 5e-5, batch 2, 64 px.

@@ -11,6 +11,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from genlab import checkpoint
+from genlab.config import dataclass_from_dict
+from genlab.data.tasks import TaskSpec
 from genlab.models.base import Abilities, GenerativeModel, register_model
 from genlab.models.diffusion import DiffusionConfig, DiffusionModel
 from genlab.models.losses import gaussian_kl
@@ -121,7 +124,13 @@ class LatentDiffusion(DiffusionModel):
     task_kinds = frozenset({"labelled", "paired"})
     # Generation on labelled tasks, translation on paired ones (`can` checks the task kind).
     abilities = Abilities(
-        translates=True, samples=True, class_conditional=True, stochastic=True, ema=True, interpolation="slerp"
+        translates=True,
+        samples=True,
+        class_conditional=True,
+        stochastic=True,
+        ema=True,
+        sampler_options=True,
+        interpolation="slerp",
     )
     purpose = "latent diffusion"
     presets = {
@@ -164,19 +173,23 @@ class LatentDiffusion(DiffusionModel):
             self.stage_one_steps = 0
 
     def _load_autoencoder(self, run_dir: str) -> None:
-        from genlab.api import load_run
-
-        loaded = load_run(run_dir, device="cpu")
-        if not isinstance(loaded.model, Autoencoder):
-            raise GenlabError(f"net.autoencoder_run: {run_dir} is a {loaded.config.model} run, not an autoencoder run")
-        theirs, ours = loaded.model.config, self.config.autoencoder_config()
+        """Take the (frozen) autoencoder of an `autoencoder` run, read from its checkpoint alone."""
+        path = checkpoint.checkpoint_dir(checkpoint.require_run_dir(run_dir)) / checkpoint.LAST
+        document = checkpoint.load_checkpoint(path)
+        if document.get("model") != Autoencoder.name:
+            kind = document.get("model")
+            raise GenlabError(f"net.autoencoder_run: {run_dir} is a {kind} run, not an autoencoder run")
+        stored = dataclass_from_dict(AutoencoderConfig, document["config"]["net"], f"{path} (stored config): net")
+        model = Autoencoder(stored, TaskSpec.from_dict(document["spec"]))
+        model.load_training_state(document["state"], weights_only=True)
+        theirs, ours = model.config, self.config.autoencoder_config()
         for key in ("factor", "width", "latent_channels"):
             if getattr(theirs, key) != getattr(ours, key):
                 raise GenlabError(
                     f"net.autoencoder_run: {run_dir} has {key}={getattr(theirs, key)}, this run "
                     f"asks for net.ae_{key}={getattr(ours, key)}"
                 )
-        self.autoencoder = loaded.model.autoencoder
+        self.autoencoder = model.autoencoder
 
     def unet_size_and_channels(self, spec):
         size = spec.image_size // self.config.ae_factor
@@ -233,6 +246,14 @@ class LatentDiffusion(DiffusionModel):
         self.require("sample")
         latents = self.sample_items(count, self._latent_shape(1)[1:], labels, generator, options)
         return self._decode(latents)
+
+    def latent_shape(self) -> tuple[int, ...]:
+        return self._latent_shape(1)[1:]
+
+    def sample_from_latents(self, latents, labels=None, **options):
+        """Images from given latent x_T with DDIM eta 0 (deterministic)."""
+        options.update(sampler="ddim", eta=0.0)
+        return self.sample(len(latents), labels=labels, x_T=latents, **options)
 
     def translate_batch(self, source, generator=None, **options):
         self.require("translate")

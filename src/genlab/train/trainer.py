@@ -14,10 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab import checkpoint as ckpt
-from genlab.config import RunConfig, load_run_config
+from genlab.config import RunConfig
 from genlab.data.tasks import Task, get_task
 from genlab.grid import save_grid
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
+from genlab.runs import load_run_config
 from genlab.train.distributed import require_single_process
 from genlab.train.logging import MetricsLog
 from genlab.utils import GenlabError, seed_everything, select_device
@@ -71,8 +72,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         ckpt.require_run_dir(run_dir)
     elif (run_dir / ckpt.CONFIG_FILE).exists():
         raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    if config.train.steps is None and config.train.minutes is None:
-        raise GenlabError("train: set a budget, train.steps or train.minutes")
+    if config.train.step_budget() is None and config.train.minutes is None:
+        raise GenlabError("train: set a budget: train.steps, train.images or train.minutes")
 
     seed_everything(config.seed)
     device = select_device(config.train.device)
@@ -126,7 +127,8 @@ class _Loop:
 
     def budget_left(self) -> bool:
         train = self.config.train
-        if train.steps is not None and self.model.step >= train.steps:
+        step_budget = train.step_budget()
+        if step_budget is not None and self.model.step >= step_budget:
             return False
         return train.minutes is None or self.total_seconds() < train.minutes * 60
 
@@ -135,7 +137,7 @@ class _Loop:
         sums: dict[str, float] = defaultdict(float)
         count, window_start = 0, time.perf_counter()
         bar = tqdm(
-            total=train.steps,
+            total=train.step_budget(),
             initial=self.model.step,
             disable=not progress,
             unit="step",
@@ -147,7 +149,9 @@ class _Loop:
             if stop.requested:
                 stopped_by = "signal"
                 break
-            batch = self.task.training_batch(self.model.step, train.batch_size, self.config.seed)
+            batch = self.task.training_batch(
+                self.model.step, train.batch_size, self.config.seed, unpaired=self.model.abilities.unpaired
+            )
             batch = {key: value.to(self.model.device, non_blocking=True) for key, value in batch.items()}
             losses = self.model.training_step(batch)
             bad = [key for key, value in losses.items() if not math.isfinite(value)]

@@ -1,0 +1,77 @@
+"""Resolving a run's config: family defaults < the family's preset < options < `--set` overrides.
+
+It sits above `genlab.models` (it needs the registry of families) and below the trainer and the CLI, which
+call it; `genlab.config` holds the typed sections and knows no family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genlab.config import (
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    apply_override,
+    check_value,
+    dataclass_from_dict,
+    set_value,
+)
+from genlab.models import get_model_class
+from genlab.utils import GenlabError
+
+
+def run_config_from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a RunConfig from a plain dict (as loaded from YAML), validating every key and type."""
+    if not isinstance(values, dict):
+        raise GenlabError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
+    allowed = {"model", "preset", "seed", "data", "train", "net"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise GenlabError(f"{source}: unknown key {unknown[0]!r} (valid: {', '.join(sorted(allowed))})")
+    if "model" not in values:
+        raise GenlabError(f"{source}: missing key 'model'")
+    model_class = get_model_class(str(values["model"]))
+    return RunConfig(
+        model=model_class.name,
+        preset=str(values.get("preset", model_class.default_preset)),
+        seed=check_value(values.get("seed", 0), int, f"{source}: seed"),
+        data=dataclass_from_dict(DataConfig, values.get("data") or {}, f"{source}: data"),
+        train=dataclass_from_dict(TrainConfig, values.get("train") or {}, f"{source}: train"),
+        net=dataclass_from_dict(model_class.config_class, values.get("net") or {}, f"{source}: net"),
+    )
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig from a YAML file, with errors that name the file and key."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise GenlabError(f"{path}: config file not found") from error
+    except yaml.YAMLError as error:
+        raise GenlabError(f"{path}: not valid YAML ({error})") from error
+    return run_config_from_dict(values or {}, source=str(path))
+
+
+def build_run_config(
+    model: str, preset: str | None = None, values: dict[str, Any] | None = None, assignments: list[str] | None = None
+) -> RunConfig:
+    """Resolve a run config: dataclass defaults < the family's preset < `values` (dotted keys) < `assignments`."""
+    model_class = get_model_class(model)
+    preset = preset or model_class.default_preset
+    if preset not in model_class.presets:
+        valid = ", ".join(model_class.presets)
+        raise GenlabError(f"unknown preset {preset!r} for model {model_class.name!r} (valid: {valid})")
+    config = RunConfig(model=model_class.name, preset=preset, net=model_class.config_class())
+    for key, value in model_class.presets[preset].items():
+        set_value(config, key, value, source=f"preset {preset}")
+    for key, value in (values or {}).items():
+        if value is not None:
+            set_value(config, key, value, source="option")
+    for assignment in assignments or []:
+        apply_override(config, assignment)
+    return config

@@ -1,0 +1,80 @@
+"""Budgets in steps, images or minutes resolved in one place; metrics.csv keeps every key; tasks register."""
+
+import csv
+import math
+
+import pytest
+
+from genlab.config import TrainConfig, set_budget
+from genlab.data import tasks
+from genlab.data.tasks import TaskEntry, get_task
+from genlab.runs import build_run_config
+from genlab.train.logging import MetricsLog, read_metrics
+from genlab.train.trainer import train
+from genlab.utils import GenlabError
+
+
+def test_an_images_budget_becomes_steps_by_the_batch_size():
+    config = TrainConfig(steps=None, images=100, batch_size=8)
+    assert config.step_budget() == 13  # ceil(100 / 8): the last batch may pass the budget
+    config.steps = 5
+    assert config.step_budget() == 5  # whichever ends first
+
+
+def test_a_given_budget_replaces_the_presets():
+    config = TrainConfig(steps=1500, batch_size=4)
+    assert set_budget(config, minutes=2.0)
+    assert (config.steps, config.minutes, config.images) == (None, 2.0, None)
+    assert set_budget(config, images=400) and config.step_budget() == 100 and config.minutes is None
+    assert not set_budget(config) and config.images == 400  # nothing given: kept
+
+
+def test_training_stops_at_the_images_budget(tmp_path, toy_task, l1_unet):
+    config = build_run_config(l1_unet, "quick", {"data.task": toy_task, "train.batch_size": 4})
+    set_budget(config.train, images=10)
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.steps == 3
+    assert read_metrics(tmp_path / "run" / "metrics.csv")["step"][-1] == 3
+
+
+def test_metrics_log_widens_its_header_for_new_keys(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.csv")
+    log.write({"step": 1, "ae_loss": 0.5})
+    log.write({"step": 2, "ae_loss": 0.4})
+    log.write({"step": 3, "loss": 0.9})  # a key the first rows did not have
+    log.close()
+    with open(tmp_path / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "ae_loss", "loss"]
+    assert [row["loss"] for row in rows] == ["", "", "0.9"] and rows[2]["ae_loss"] == ""
+    columns = read_metrics(tmp_path / "metrics.csv")
+    assert columns["step"] == [1.0, 2.0, 3.0] and math.isnan(columns["loss"][0]) and columns["loss"][2] == 0.9
+
+
+def test_ldm_logs_both_stages(tmp_path):
+    config = build_run_config(
+        "ldm", "quick", {"data.image_size": 16, "train.steps": 4, "train.batch_size": 2},
+        ["net.base_width=8", "net.channel_mults=[1,2]", "net.num_res_blocks=1", "net.timesteps=20",
+         "net.ae_width=8", "net.autoencoder_steps=2", "train.log_every=1", "train.preview_count=2",
+         "net.preview_steps=2", "data.train_limit=16", "data.task=facades-synth"],
+    )
+    train(config, tmp_path / "ldm", progress=False)
+    columns = read_metrics(tmp_path / "ldm" / "metrics.csv")
+    assert columns["step"] == [1.0, 2.0, 3.0, 4.0]
+    assert all(math.isfinite(v) for v in columns["ae_reconstruction"][:2])
+    assert all(math.isfinite(v) for v in columns["loss"][2:]) and math.isnan(columns["loss"][0])
+
+
+def test_register_task_adds_and_refuses_clashes():
+    entry = TaskEntry("my-task", "paired", "a user's task", lambda config: None, lambda config: True)
+    tasks.register_task(entry)
+    try:
+        assert tasks.task_entries()["my-task"] is entry
+        with pytest.raises(GenlabError, match="already registered"):
+            tasks.register_task(entry)
+        with pytest.raises(GenlabError, match="already registered"):
+            tasks.register_task(TaskEntry("facades-synth", "paired", "x", entry.build, entry.available))
+    finally:
+        tasks.unregister_task("my-task")
+    with pytest.raises(GenlabError, match="unknown task 'my-task'"):
+        get_task(build_run_config("pix2pix", "quick", {"data.task": "my-task"}).data)
