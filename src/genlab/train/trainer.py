@@ -7,6 +7,7 @@ import math
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,18 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+# Called with the model after each checkpoint (e.g. the benchmark's validation scores); its time is not counted
+# in the training budget. The trainer knows nothing of evaluation: a higher layer passes this in.
+CheckpointHook = Callable[[GenerativeModel, Path], None]
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_checkpoint: CheckpointHook | None = None,
+) -> TrainResult:
     """Train `config` into `run_dir` (or continue it when `resume`), stopping at the step or minute budget."""
     run_dir = Path(run_dir)
     if resume:
@@ -100,6 +112,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     log.truncate_after(model.step)
     preview = _preview_batch(task, config.train.preview_count)
     loop = _Loop(config, run_dir, task, model, log, preview, seconds_before)
+    loop.on_checkpoint = on_checkpoint
     try:
         with _StopRequest() as stop:
             stopped_by = loop.run(stop, progress)
@@ -121,9 +134,20 @@ class _Loop:
         self.config, self.run_dir, self.task, self.model = config, run_dir, task, model
         self.log, self.preview, self.seconds_before = log, preview, seconds_before
         self.started = time.perf_counter()
+        self.on_checkpoint: CheckpointHook | None = None
+        self.hook_seconds = 0.0  # time spent in on_checkpoint, left out of the training time
 
     def total_seconds(self) -> float:
-        return self.seconds_before + time.perf_counter() - self.started
+        return self.seconds_before + time.perf_counter() - self.started - self.hook_seconds
+
+    def run_hook(self) -> None:
+        if self.on_checkpoint is None:
+            return
+        started = time.perf_counter()
+        was_training = self.model.training
+        self.on_checkpoint(self.model, self.run_dir)
+        self.model.train(was_training)
+        self.hook_seconds += time.perf_counter() - started
 
     def budget_left(self) -> bool:
         train = self.config.train
@@ -182,9 +206,11 @@ class _Loop:
                 self.save_preview()
             if step % train.checkpoint_every == 0:
                 self.save_checkpoint()
+                self.run_hook()
         bar.close()
         self.save_preview()
         self.save_checkpoint()
+        self.run_hook()
         if stopped_by == "signal":
             tqdm.write(f"stopped at step {self.model.step}; resume with: genlab train --resume --out {self.run_dir}")
         return stopped_by
