@@ -8,5 +8,10 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -
     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
         || echo "note: could not install dataset-fashion-mnist; its tests will be skipped"
 fi
+# Headless Chromium for the report's browser test (Debian package; the test is skipped where it is missing).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "note: could not install chromium; the report's browser test will be skipped"
+fi
 .venv/bin/ruff check src tests
 .venv/bin/python -m pytest "$@"
