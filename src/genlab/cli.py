@@ -169,6 +169,12 @@ def _add_train(commands) -> None:
         metavar="KEY=VALUE",
         help="override any config key, e.g. net.lambda_l1=50 (repeatable)",
     )
+    train.add_argument(
+        "--on-nan",
+        choices=["stop", "rollback"],
+        help="on a NaN/Inf loss or weight: stop, keeping the last finite checkpoint (default), or roll back to it "
+        "with lower learning rates (train.nan_lr_factor, at most train.max_rollbacks times)",
+    )
     train.add_argument("--config", help="start from a saved config.yaml instead of a preset")
     train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -182,9 +188,9 @@ def _model_names() -> list[str]:
 
 
 def _train(args) -> int:
-    from genlab.config import apply_override, set_budget, set_value
+    from genlab.config import apply_override, set_budget, set_value, validate_config
     from genlab.runs import build_run_config, load_run_config
-    from genlab.train.trainer import resume_config, train
+    from genlab.train.trainer import train
 
     options = {
         "data.task": args.task,
@@ -193,22 +199,14 @@ def _train(args) -> int:
         "seed": args.seed,
         "train.device": args.device,
         "data.data_root": args.data_root,
+        "train.on_nan": args.on_nan,
     }
     if args.resume:
-        if not args.out:
-            raise GenlabError("train --resume needs --out RUN, the run directory to continue")
-        config = resume_config(args.out)
-        if args.model and args.model != config.model:
-            raise GenlabError(f"{args.out} is a {config.model} run, not {args.model}")
-        if args.device is not None:
-            set_value(config, "train.device", args.device, source="option")
-        set_budget(config.train, args.steps, args.minutes, args.images)
-        for assignment in args.set:
-            apply_override(config, assignment)
+        config = _resume_config(args, options)
         run_dir = Path(args.out)
     else:
         if args.config:
-            config = load_run_config(args.config)
+            config = load_run_config(_text_file(args.config))
             for key, value in options.items():
                 if value is not None:
                     set_value(config, key, value, source="option")
@@ -220,12 +218,73 @@ def _train(args) -> int:
             config = build_run_config(args.model, args.preset, options, args.set)
         set_budget(config.train, args.steps, args.minutes, args.images)
         run_dir = Path(args.out) if args.out else _free_run_dir(config.model, config.data.task)
+    validate_config(config)  # every range, as train() checks it: --dry-run answers what a real run would
     if args.dry_run:
         print(config.to_yaml(), end="")
         return 0
     result = train(config, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"{result.run_dir}: {result.steps} steps in {result.seconds / 60:.1f} min ({result.stopped_by})")
     return 0
+
+
+def _text_file(path: str) -> str:
+    """`path` if it holds UTF-8 text; a config file that is binary (an image, a checkpoint) is a clear error."""
+    try:
+        Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise GenlabError(f"{path}: config file not found") from None
+    except UnicodeDecodeError:
+        raise GenlabError(f"{path}: not a text file; --config expects a YAML config such as RUN/config.yaml") from None
+    except OSError as error:
+        raise GenlabError(f"{path}: cannot read the config file ({error.strerror})") from None
+    return path
+
+
+# The options of `train` that set a config key, for naming what a resume refuses.
+_TRAIN_OPTION_NAMES = {
+    "data.task": "--task",
+    "data.image_size": "--size",
+    "train.batch_size": "--batch-size",
+    "seed": "--seed",
+    "train.device": "--device",
+    "data.data_root": "--data-root",
+    "train.on_nan": "--on-nan",
+}
+
+
+def _resume_config(args, options: dict):
+    """The run's saved config with the options given applied: what changes the model or data is refused by name;
+    budgets, device and cadences are applied and each change is printed."""
+    from genlab.config import RESUME_SAFE_KEYS, apply_override, flatten_config, resume_changes, set_budget, set_value
+    from genlab.train.trainer import resume_config
+
+    if not args.out:
+        raise GenlabError("train --resume needs --out RUN, the run directory to continue")
+    if args.config or args.preset:
+        raise GenlabError("train --resume continues the run's saved config; --config and --preset cannot change it")
+    config = resume_config(args.out)
+    if args.model and args.model != config.model:
+        raise GenlabError(f"{args.out} is a {config.model} run, not {args.model}")
+    saved = config.to_dict()
+    for key, value in options.items():
+        if value is not None:
+            set_value(config, key, value, source="option")
+    set_budget(config.train, args.steps, args.minutes, args.images)
+    for assignment in args.set:
+        apply_override(config, assignment)
+    changes = resume_changes(saved, config)
+    old, new = flatten_config(saved), flatten_config(config.to_dict())
+    refused = [key for key in changes if key not in RESUME_SAFE_KEYS]
+    if refused:
+        named = ", ".join(f"{_TRAIN_OPTION_NAMES.get(key, '--set ' + key)} ({old[key]!r} -> {new[key]!r})"
+                          for key in refused)
+        raise GenlabError(
+            f"train --resume: {named} would change the model or its data, which a resumed run cannot; "
+            "start a new run with another --out to change them"
+        )
+    for key in changes:
+        print(f"resume: {key} {old[key]!r} -> {new[key]!r}", file=sys.stderr)
+    return config
 
 
 def _free_run_dir(model: str, task: str) -> Path:

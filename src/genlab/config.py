@@ -8,6 +8,7 @@ This module knows no family: resolving a family's preset and net config is `genl
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,92 @@ import yaml
 from genlab.utils import GenlabError, atomic_write_text
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+OnNaN = Literal["stop", "rollback"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric config field: low <= value <= high (None: unbounded on that side);
+    `low_open` / `high_open` exclude the bound itself. NaN and infinity are never allowed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or (value < self.high or (not self.high_open and value == self.high))
+
+    def describe(self) -> str:
+        """The range as a reader writes it: `>= 1`, `> 0`, `[0, 1)`."""
+        if self.low is not None and self.high is not None:
+            opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{opening}{_number(self.low)}, {_number(self.high)}{closing}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        return "any finite number"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def ranged(default: Any, low: float | None = None, high: float | None = None, **bounds: bool) -> Any:
+    """A dataclass field whose value must lie in Range(low, high, **bounds): `lr: float = ranged(1e-3, 0, 1)`.
+
+    Example: `width: int = ranged(64, 1)` accepts 1, 2, ... and refuses 0 with "net.width: 0 is out of range (>= 1)".
+    """
+    return field(default=default, metadata={"range": Range(low, high, **bounds)})
+
+
+def positive(default: Any) -> Any:
+    """A field that must be > 0 (an int field: >= 1)."""
+    if isinstance(default, int) and not isinstance(default, bool):
+        return ranged(default, 1)
+    return ranged(default, 0, low_open=True)
+
+
+def non_negative(default: Any) -> Any:
+    """A field that must be >= 0."""
+    return ranged(default, 0)
+
+
+def unit_interval(default: Any, high_open: bool = False) -> Any:
+    """A field in [0, 1] (or [0, 1) with `high_open`): probabilities, fractions, decays."""
+    return ranged(default, 0, 1, high_open=high_open)
+
+
+def field_range(cls: type, name: str) -> Range | None:
+    """The Range declared on field `name` of dataclass `cls`, if any."""
+    for item in dataclasses.fields(cls):
+        if item.name == name:
+            return item.metadata.get("range")
+    return None
+
+
+def check_range(value: Any, allowed: Range | None, where: str) -> Any:
+    """Raise a GenlabError naming `where`, the value and the allowed range when a number falls outside it.
+
+    Lists and tuples are checked item by item; None (an optional field left unset) always passes.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_range(item, allowed, f"{where}[{index}]")
+        return value
+    if isinstance(value, (int, float)):
+        if allowed is not None and not allowed.contains(value):
+            raise GenlabError(f"{where}: {value!r} is out of range (allowed: {allowed.describe()})")
+        if allowed is None and isinstance(value, float) and not math.isfinite(value):
+            raise GenlabError(f"{where}: {value!r} is not a finite number")
+    return value
 
 
 @dataclass
@@ -26,18 +113,23 @@ class DataConfig:
     """Which task to train on and how its images are prepared."""
 
     task: str = "facades-synth"
-    image_size: int = 64  # side of the square images the model sees
+    image_size: int = ranged(64, 4, 4096)  # side of the square images the model sees; families may need more
     # Resize-then-crop jitter (pix2pix / the seed report: 256 -> 300 -> random crop 256). None: size * 300/256.
-    load_size: int | None = None
+    load_size: int | None = ranged(None, 4, 8192)
+    # load_size / image_size when load_size is None, so the jitter follows --size (300/256: pix2pix's 286-300 px).
+    load_scale: float = ranged(300 / 256, 1, 8)
+    # Which side of a folder task's pairs is the source: AtoB (left/A -> right/B) or BtoA (swapped on load).
+    direction: Literal["AtoB", "BtoA"] = "AtoB"
     flip: bool = True  # random horizontal flip, identical for both images of a pair
     data_root: str | None = None  # where on-disk datasets are looked for first
-    train_limit: int | None = None  # use only the first N training items (for tiny experiments and tests)
+    # use only the first N training items (for tiny experiments and tests)
+    train_limit: int | None = ranged(None, 1)
     skip_bad_files: bool = False  # skip unreadable images with a warning instead of stopping
 
     def resolved_load_size(self) -> int:
         if self.load_size is not None:
             return self.load_size
-        return int(round(self.image_size * 300 / 256))
+        return int(round(self.image_size * self.load_scale))
 
 
 @dataclass
@@ -46,19 +138,24 @@ class TrainConfig:
 
     # Budgets: the run stops at whichever ends first; at least one must be set. Giving one on the command line
     # (`set_budget`) replaces the preset's budget rather than adding to it.
-    steps: int | None = 1000  # optimisation steps
-    minutes: float | None = None  # wall-clock training time
-    images: int | None = None  # training images seen (steps x batch size): equal data for different batch sizes
-    batch_size: int = 1
+    steps: int | None = ranged(1000, 1)  # optimisation steps
+    minutes: float | None = ranged(None, 0, low_open=True)  # wall-clock training time
+    # training images seen (steps x batch size): equal data for different batch sizes
+    images: int | None = ranged(None, 1)
+    batch_size: int = ranged(1, 1, 65536)
     device: str = "auto"  # auto picks cuda > mps > cpu
     precision: Precision = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere
-    log_every: int = 25  # steps between rows of metrics.csv
-    sample_every: int = 500  # steps between preview grids in RUN/samples/
-    checkpoint_every: int = 1000  # steps between numbered checkpoints (last.pt is written with each)
-    keep_checkpoints: int = 3  # numbered checkpoints kept besides last.pt
+    log_every: int = ranged(25, 1)  # steps between rows of metrics.csv
+    sample_every: int = ranged(500, 1)  # steps between preview grids in RUN/samples/
+    checkpoint_every: int = ranged(1000, 1)  # steps between numbered checkpoints (last.pt is written with each)
+    keep_checkpoints: int = ranged(3, 0)  # numbered checkpoints kept besides last.pt
     compile: bool = False  # torch.compile the networks (GPU; slow to start on CPU)
-    preview_count: int = 8  # test items shown in each preview grid
-
+    preview_count: int = ranged(8, 1, 256)  # test items shown in each preview grid
+    # A NaN/Inf loss or weight: stop (keeping the last finite checkpoint) or roll back to it with every
+    # optimiser's learning rate multiplied by nan_lr_factor, at most max_rollbacks times.
+    on_nan: OnNaN = "stop"
+    nan_lr_factor: float = ranged(0.5, 0, 1, low_open=True, high_open=True)
+    max_rollbacks: int = ranged(3, 0, 100)
 
     def step_budget(self) -> int | None:
         """The step at which the steps or images budget ends (None: only a minutes budget)."""
@@ -77,7 +174,11 @@ def set_budget(
     it changed. The one place where "--minutes replaces the preset's steps" is decided."""
     if steps is None and minutes is None and images is None:
         return False
-    train.steps, train.minutes, train.images = steps, minutes, images
+    hints = typing.get_type_hints(TrainConfig)
+    for name, value in (("steps", steps), ("minutes", minutes), ("images", images)):
+        where = f"train.{name}"
+        check_range(check_value(value, hints[name], where), field_range(TrainConfig, name), where)
+    train.steps, train.minutes, train.images = steps, None if minutes is None else float(minutes), images
     return True
 
 
@@ -87,7 +188,7 @@ class RunConfig:
 
     model: str
     preset: str
-    seed: int = 0
+    seed: int = ranged(0, 0, 2**63 - 1)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     net: Any = None  # the family's config dataclass
@@ -129,7 +230,10 @@ def dataclass_from_dict(cls: type, values: dict[str, Any], source: str) -> Any:
     for key in values:
         if key not in names:
             raise GenlabError(f"{source}: unknown key {key!r} (valid: {', '.join(names)})")
-    checked = {key: check_value(value, hints[key], f"{source}.{key}") for key, value in values.items()}
+    checked = {
+        key: check_range(check_value(value, hints[key], f"{source}.{key}"), field_range(cls, key), f"{source}.{key}")
+        for key, value in values.items()
+    }
     return cls(**checked)
 
 
@@ -149,7 +253,7 @@ def apply_override(config: RunConfig, assignment: str) -> None:
 def set_value(config: RunConfig, key: str, value: Any, source: str = "config") -> None:
     """Set a dotted key (`train.steps`, `net.width`, `seed`) with type checking; errors list valid keys."""
     if key == "seed":
-        config.seed = check_value(value, int, f"{source} seed")
+        config.seed = check_range(check_value(value, int, f"{source} seed"), SEED_RANGE, f"{source} seed")
         return
     sections = {"data": config.data, "train": config.train, "net": config.net}
     section_name, _, field_name = key.partition(".")
@@ -162,7 +266,30 @@ def set_value(config: RunConfig, key: str, value: Any, source: str = "config") -
         valid = ", ".join(f"{section_name}.{name}" for name in names)
         raise GenlabError(f"{source}: unknown key {key!r} (valid: {valid})")
     hint = typing.get_type_hints(type(section))[field_name]
-    setattr(section, field_name, check_value(value, hint, f"{source} {key}"))
+    where = f"{source} {key}"
+    checked = check_range(check_value(value, hint, where), field_range(type(section), field_name), where)
+    if dataclasses.is_dataclass(section) and section.__dataclass_params__.frozen:
+        raise GenlabError(f"{where}: the section is read-only")
+    setattr(section, field_name, checked)
+
+
+SEED_RANGE = Range(0, 2**63 - 1)
+
+
+def validate_config(config: RunConfig, source: str = "config") -> None:
+    """Check every field of a resolved config against its type and declared range (what `--dry-run` checks).
+
+    Catches values set directly on the dataclasses, which `set_value` never saw.
+    """
+    check_range(check_value(config.seed, int, f"{source} seed"), SEED_RANGE, f"{source} seed")
+    for section_name, section in (("data", config.data), ("train", config.train), ("net", config.net)):
+        if section is None:
+            continue
+        hints = typing.get_type_hints(type(section))
+        for item in dataclasses.fields(section):
+            where = f"{source} {section_name}.{item.name}"
+            value = check_value(getattr(section, item.name), hints[item.name], where)
+            check_range(value, item.metadata.get("range"), where)
 
 
 def valid_keys(config: RunConfig) -> list[str]:
@@ -216,9 +343,54 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise GenlabError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError as error:
+            raise GenlabError(f"{where}: {value!r} is too large for a number") from error
     if hint is str:
         if not isinstance(value, str):
             raise GenlabError(f"{where}: expected a string, got {value!r}")
         return value
     raise GenlabError(f"{where}: unsupported config type {hint}")
+
+
+# What may change when a run is resumed: budgets, device and cadences. Everything else (the model, its data,
+# batch size, seed, net.*) decides what the checkpoint holds or which batches come next, and is refused.
+RESUME_SAFE_KEYS = frozenset(
+    {
+        "train.steps",
+        "train.minutes",
+        "train.images",
+        "train.device",
+        "train.log_every",
+        "train.sample_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.preview_count",
+        "train.on_nan",
+        "train.nan_lr_factor",
+        "train.max_rollbacks",
+        "data.data_root",
+        "data.skip_bad_files",
+    }
+)
+
+
+def flatten_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"steps": 5}} -> {"train.steps": 5} (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def resume_changes(stored: dict[str, Any], config: RunConfig) -> list[str]:
+    """The dotted keys whose value in `config` differs from the `stored` config dict (a checkpoint's or a saved
+    config.yaml's), sorted; compare them with RESUME_SAFE_KEYS to decide what a resume may change. Keys only one
+    side has (a field added by a later genlab) are not changes."""
+    old, new = flatten_config(_plain(stored)), flatten_config(config.to_dict())
+    return sorted(key for key in set(old) & set(new) if key != "preset" and old[key] != new[key])

@@ -159,6 +159,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text)
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the `.NAME.*.tmp` files `atomic_path` leaves when its process is killed mid-write, in `folder`
+    and its sub-folders; returns them. Call it only while no live process writes there (a run holds its lock).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for temporary in folder.rglob(".*.tmp"):
+        if temporary.is_file():
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
+
+
 def format_count(count: float) -> str:
     """12345678 -> '12.3M' (for parameter counts and throughputs)."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

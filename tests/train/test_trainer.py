@@ -114,7 +114,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(toy_task, tmp_path, mo
     monkeypatch.setattr(torch, "save", failing_save)
     config = resume_config(tmp_path / "run")
     config.train.steps = 6
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(GenlabError, match="could not write checkpoint .*last.pt: No space"):
         train(config, tmp_path / "run", resume=True, progress=False)
     assert last.read_bytes() == before
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]

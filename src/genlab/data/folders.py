@@ -441,6 +441,11 @@ def _stack(images: list[torch.Tensor], channels: int, size: int) -> torch.Tensor
     return torch.stack(images)
 
 
+# How far an aligned A|B image may stray from 2:1 before it is refused: each half is resized to a square, so a
+# wider tolerance would squash the pictures visibly.
+ALIGNED_ASPECT_TOLERANCE = 0.1
+
+
 def _load_aligned(
     files: list[Path], size: int, skip: bool, channels: int, swap_halves: bool = False, nearest_source: bool = False
 ) -> ImageSplit:
@@ -454,6 +459,14 @@ def _load_aligned(
         if width % 2:
             _bad_file(
                 f"{path}: width {width} is odd; an aligned image holds source | target as two equal halves", skip
+            )
+            continue
+        height = image.shape[-2]
+        if abs(width / (2 * height) - 1) > ALIGNED_ASPECT_TOLERANCE:
+            _bad_file(
+                f"{path}: {width}x{height} is not an A|B pair of two square halves (width:height {width / height:.2f}, "
+                f"expected 2 within {ALIGNED_ASPECT_TOLERANCE:.0%}); refused rather than squashed",
+                skip,
             )
             continue
         left, right = image[..., : width // 2], image[..., width // 2 :]

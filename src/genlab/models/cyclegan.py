@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.models.base import Abilities, GenerativeModel, frozen, register_model
 from genlab.models.image_pool import ImagePool
 from genlab.models.losses import GANLoss, GANMode
@@ -30,26 +31,26 @@ DIRECTIONS = ("AtoB", "BtoA")
 class CycleGANConfig:
     """CycleGAN settings; defaults are the paper's (section 4 and appendix 7)."""
 
-    width: int = 64  # generator and discriminator base width (ngf = ndf)
-    n_blocks: int | None = None  # residual blocks; None: by image size (9 at >= 256 px, 6 below)
+    width: int = positive(64)  # generator and discriminator base width (ngf = ndf)
+    n_blocks: int | None = positive(None)  # residual blocks; None: by image size (9 at >= 256 px, 6 below)
     norm: NormKind = "instance"
-    disc_layers: int = 3  # 3 -> the 70x70 PatchGAN (fewer on tiny images)
+    disc_layers: int = ranged(3, 1, 8)  # 3 -> the 70x70 PatchGAN (fewer on tiny images)
     gan_loss: GANMode = "lsgan"  # least squares (paper section 4, after Mao et al. 2017)
-    lambda_cycle: float = 10.0  # weight of each cycle-consistency L1 term (paper eq. 3)
+    lambda_cycle: float = non_negative(10.0)  # weight of each cycle-consistency L1 term (paper eq. 3)
     # Identity loss weight relative to lambda_cycle (the paper's 0.5 * lambda, as the reference code's
     # lambda_identity). Skipped, with a warning, when A and B have different channel counts.
-    lambda_identity: float = 0.5
-    pool_size: int = 50  # fake-image history per discriminator (0: no pool)
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lambda_identity: float = non_negative(0.5)
+    pool_size: int = ranged(50, 0, 10_000)  # fake-image history per discriminator (0: no pool)
+    lr: float = positive(2e-4)
+    beta1: float = unit_interval(0.5, high_open=True)
+    beta2: float = unit_interval(0.999, high_open=True)
     # LR schedule: constant for the first `decay_start` fraction of `total_steps`, then linear to zero at
     # `total_steps`. The model is not told the trainer's budget, so presets set total_steps = train.steps;
     # None keeps the LR constant. (The paper: 100 epochs constant + 100 decaying = decay_start 0.5.)
-    total_steps: int | None = None
-    decay_start: float = 0.5
+    total_steps: int | None = positive(None)
+    decay_start: float = unit_interval(0.5)
     # The D objective is halved to slow D relative to G (paper section 4).
-    disc_loss_weight: float = 0.5
+    disc_loss_weight: float = positive(0.5)
 
 
 def lr_factor(step: int, total_steps: int | None, decay_start: float) -> float:

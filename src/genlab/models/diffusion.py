@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 
+from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.diffusion.process import diffusion_loss
 from genlab.diffusion.samplers import DDIMSampler, DDPMSampler, evenly_spaced_timesteps, sample_loop
 from genlab.diffusion.schedules import NoiseSchedule
@@ -35,32 +36,34 @@ class DiffusionConfig:
     """Diffusion settings. Defaults suit short CPU runs; the presets set the papers' values."""
 
     network: Literal["quick", "ddpm", "seed"] = "quick"  # quick: ~2M params; ddpm: Ho et al.; seed: table 4
-    base_width: int | None = None  # None: the network preset's
-    channel_mults: tuple[int, ...] | None = None
-    num_res_blocks: int | None = None
-    dropout: float | None = None
+    base_width: int | None = positive(None)  # None: the network preset's
+    channel_mults: tuple[int, ...] | None = ranged(None, 1, 64)
+    num_res_blocks: int | None = positive(None)
+    dropout: float | None = unit_interval(None, high_open=True)
     schedule: Literal["linear", "cosine", "cosine-angle"] = "linear"
-    timesteps: int = 1000
+    timesteps: int = ranged(1000, 2, 100_000)
     prediction: Literal["eps", "x0", "v"] = "eps"
     class_conditional: bool = True  # for labelled tasks with classes; False trains an unconditional model
-    label_dropout: float = 0.1  # labels replaced by the null label this often, so one net learns both (CFG)
+    # labels replaced by the null label this often, so one net learns both (CFG)
+    label_dropout: float = unit_interval(0.1, high_open=True)
     optimizer: Literal["adam", "adamw"] = "adam"
     # 1e-3 with warm-up trains a small net in a few thousand steps; DDPM's 2e-4 is for 800k-step runs.
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 200  # linear LR warm-up keeps the high LR from blowing up the first steps
-    grad_clip: float | None = 1.0
+    lr: float = positive(1e-3)
+    weight_decay: float = non_negative(0.0)
+    warmup_steps: int = non_negative(200)  # linear LR warm-up keeps the high LR from blowing up the first steps
+    grad_clip: float | None = positive(1.0)
     # EMA of the weights, used for sampling. The warm-up min(decay, (1+n)/(10+n)) makes it useful from the
     # first hundreds of steps; a fixed 0.9999 would stay near the initialisation for a CPU-sized run.
-    ema_decay: float = 0.999
+    ema_decay: float = unit_interval(0.999)
     ema_warmup: bool = True
     # Sampling defaults (each can be overridden per call): DDIM-50 is ~20x faster than DDPM-1000.
     sampler: Literal["ddpm", "ddim"] = "ddim"
-    sample_steps: int = 50
-    eta: float = 0.0
-    guidance_scale: float = 3.0  # classifier-free guidance (class-conditional only); 1 = plain conditional
+    sample_steps: int = positive(50)
+    eta: float = unit_interval(0.0)
+    # classifier-free guidance (class-conditional only); 1 = plain conditional
+    guidance_scale: float = non_negative(3.0)
     ddpm_variance: Literal["beta", "posterior"] = "beta"
-    preview_steps: int = 20  # DDIM steps for the training preview grids (cheap)
+    preview_steps: int = positive(20)  # DDIM steps for the training preview grids (cheap)
 
 
 class DiffusionModel(GenerativeModel):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab import checkpoint
-from genlab.config import dataclass_from_dict
+from genlab.config import dataclass_from_dict, non_negative, positive, ranged
 from genlab.data.tasks import TaskSpec
 from genlab.models.base import Abilities, GenerativeModel, register_model
 from genlab.models.diffusion import DiffusionConfig, DiffusionModel
@@ -25,13 +25,13 @@ from genlab.utils import GenlabError
 class AutoencoderConfig:
     """The KL autoencoder and its training."""
 
-    factor: int = 4  # spatial downsampling: 4 or 8
-    width: int = 64
-    latent_channels: int = 4
+    factor: int = ranged(4, 1, 64)  # spatial downsampling: 4 or 8
+    width: int = positive(64)
+    latent_channels: int = positive(4)
     # KL weight relative to the per-element reconstruction loss (LDM's 1e-6 keeps latents near-deterministic).
-    kl_weight: float = 1e-6
+    kl_weight: float = non_negative(1e-6)
     reconstruction: Literal["l1", "l2"] = "l1"
-    lr: float = 1e-3
+    lr: float = positive(1e-3)
 
 
 def image_field(spec) -> str:
@@ -94,13 +94,13 @@ class Autoencoder(GenerativeModel):
 class LatentDiffusionConfig(DiffusionConfig):
     """Diffusion settings plus the autoencoder's (prefixed ae_) and how stage one is obtained."""
 
-    ae_factor: int = 4
-    ae_width: int = 64
-    ae_latent_channels: int = 4
-    ae_kl_weight: float = 1e-6
+    ae_factor: int = ranged(4, 1, 64)
+    ae_width: int = positive(64)
+    ae_latent_channels: int = positive(4)
+    ae_kl_weight: float = non_negative(1e-6)
     ae_reconstruction: Literal["l1", "l2"] = "l1"
-    ae_lr: float = 1e-3
-    autoencoder_steps: int = 1000  # stage one inside this run; 0 when the autoencoder comes from a run
+    ae_lr: float = positive(1e-3)
+    autoencoder_steps: int = non_negative(1000)  # stage one inside this run; 0 when the autoencoder comes from a run
     autoencoder_run: str | None = None  # an `autoencoder` run directory to take the (frozen) autoencoder from
 
     def autoencoder_config(self) -> AutoencoderConfig:

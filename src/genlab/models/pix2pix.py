@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.models.base import Abilities, GenerativeModel, frozen, register_model
 from genlab.models.losses import GANLoss, GANMode
 from genlab.nn.layers import NormKind, init_gan_weights
@@ -18,18 +19,18 @@ from genlab.nn.unet import UNetGenerator, unet_depth
 class Pix2PixConfig:
     """Pix2Pix settings; defaults are the paper's (section 3 and appendix 6)."""
 
-    width: int = 64  # generator and discriminator base width (ngf = ndf)
+    width: int = positive(64)  # generator and discriminator base width (ngf = ndf)
     norm: NormKind = "instance"
-    dropout: float = 0.5
-    dropout_blocks: int = 3  # decoder blocks with dropout, counted from the innermost
-    disc_layers: int = 3  # 3 -> the 70x70 PatchGAN
+    dropout: float = unit_interval(0.5, high_open=True)
+    dropout_blocks: int = non_negative(3)  # decoder blocks with dropout, counted from the innermost
+    disc_layers: int = ranged(3, 1, 8)  # 3 -> the 70x70 PatchGAN
     gan_loss: GANMode = "vanilla"  # vanilla = BCE (paper); lsgan = the seed report's L2 variant
-    lambda_l1: float = 100.0
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lambda_l1: float = non_negative(100.0)
+    lr: float = positive(2e-4)
+    beta1: float = unit_interval(0.5, high_open=True)
+    beta2: float = unit_interval(0.999, high_open=True)
     # The paper halves D's objective to slow D relative to G.
-    disc_loss_weight: float = 0.5
+    disc_loss_weight: float = positive(0.5)
     # Dropout at inference gives pix2pix's (small) stochasticity; off by default for reproducible scores.
     dropout_at_inference: bool = False
 

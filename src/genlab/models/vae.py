@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from genlab.config import non_negative, positive, unit_interval
 from genlab.models.base import Abilities, GenerativeModel, register_model
 from genlab.models.losses import gaussian_kl
 from genlab.nn.vae import LabelConditioning, SourcePyramid, VAEDecoder, VAEEncoder, vae_depth
@@ -29,15 +30,15 @@ ReconstructionKind = Literal["l1", "l2", "bce"]
 class VAEConfig:
     """VAE / CVAE settings; defaults suit short CPU runs, the presets set the papers' and the seed's values."""
 
-    latent_dim: int = 64
-    width: int = 32  # channels at full resolution; doubles with each halving up to 8x
-    label_dim: int = 16  # class-label embedding size (class-conditional cvae only)
-    beta: float = 1.0  # KL weight; 1 = the plain ELBO (see the module docstring for the scales)
+    latent_dim: int = positive(64)
+    width: int = positive(32)  # channels at full resolution; doubles with each halving up to 8x
+    label_dim: int = positive(16)  # class-label embedding size (class-conditional cvae only)
+    beta: float = non_negative(1.0)  # KL weight; 1 = the plain ELBO (see the module docstring for the scales)
     reconstruction: ReconstructionKind = "l1"  # bce compares images mapped to [0, 1]
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    kl_warmup_steps: int = 0  # linear KL annealing from 0 to beta over this many steps (0 = off)
+    lr: float = positive(1e-3)
+    beta1: float = unit_interval(0.9, high_open=True)
+    beta2: float = unit_interval(0.999, high_open=True)
+    kl_warmup_steps: int = non_negative(0)  # linear KL annealing from 0 to beta over this many steps (0 = off)
 
 
 def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: ReconstructionKind) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.nn.embeddings import LabelEmbedding, seed_noise_embedding, timestep_embedding
 from genlab.utils import GenlabError
 
@@ -35,17 +36,17 @@ SEED_EMBEDDING_DIM = 32  # seed 000, table 4 row 1-2-1: 16 frequencies, sin and 
 class DiffusionUNetConfig:
     """Every choice of the diffusion U-Net; see `quick_unet_config`, `ddpm_unet_config` and `seed_unet_config`."""
 
-    in_channels: int = 3
-    out_channels: int = 3
-    base_width: int = 64  # stem width; level widths are base_width * channel_mults[i]
-    channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # the last entry is the bottleneck
-    num_res_blocks: int = 2  # per level, encoder, bottleneck and decoder alike
-    attention_resolutions: tuple[int, ...] = (16,)  # in pixels at `image_size`; () = no attention
-    image_size: int = 32  # the size the attention resolutions refer to; other divisible sizes also run
-    attention_heads: int = 4
-    dropout: float = 0.0
-    num_classes: int = 0  # 0 = no labels; else a label embedding with null index num_classes (CFG)
-    cond_channels: int = 0  # 0 = none; else a source image of this many channels concatenated to x_t
+    in_channels: int = positive(3)
+    out_channels: int = positive(3)
+    base_width: int = positive(64)  # stem width; level widths are base_width * channel_mults[i]
+    channel_mults: tuple[int, ...] = ranged((1, 2, 2, 2), 1, 64)  # the last entry is the bottleneck
+    num_res_blocks: int = positive(2)  # per level, encoder, bottleneck and decoder alike
+    attention_resolutions: tuple[int, ...] = ranged((16,), 1)  # in pixels at `image_size`; () = no attention
+    image_size: int = positive(32)  # the size the attention resolutions refer to; other divisible sizes also run
+    attention_heads: int = positive(4)
+    dropout: float = unit_interval(0.0, high_open=True)
+    num_classes: int = non_negative(0)  # 0 = no labels; else a label embedding with null index num_classes (CFG)
+    cond_channels: int = non_negative(0)  # 0 = none; else a source image of this many channels concatenated to x_t
     norm: Literal["group", "batch"] = "group"
     activation: Literal["silu"] = "silu"  # SiLU = Swish
     downsample: Literal["conv", "avgpool"] = "conv"
@@ -57,9 +58,9 @@ class DiffusionUNetConfig:
     # "preact": norm-act-conv, +embedding, norm-act-dropout-conv (DDPM / guided-diffusion);
     # "seed": norm-conv-act-conv (seed 000 table 4, block R), the skip a 1x1 conv when the width changes.
     residual_block: Literal["preact", "seed"] = "preact"
-    io_kernel: int = 3  # kernel of the stem and output convs (the seed uses 1x1: C32k1, C3k1)
+    io_kernel: int = positive(3)  # kernel of the stem and output convs (the seed uses 1x1: C32k1, C3k1)
     # Maps integer steps to diffusion time (t + 1) / num_timesteps for the "seed-variance" embedding.
-    num_timesteps: int = 1000
+    num_timesteps: int = positive(1000)
 
     @property
     def widths(self) -> tuple[int, ...]:

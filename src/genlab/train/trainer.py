@@ -15,14 +15,14 @@ import torch
 from tqdm.auto import tqdm
 
 from genlab import checkpoint as ckpt
-from genlab.config import RunConfig
+from genlab.config import RESUME_SAFE_KEYS, RunConfig, flatten_config, resume_changes, validate_config
 from genlab.data.tasks import Task, get_task
 from genlab.grid import save_grid
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
 from genlab.runs import load_run_config
 from genlab.train.distributed import require_single_process
 from genlab.train.logging import MetricsLog
-from genlab.utils import GenlabError, seed_everything, select_device
+from genlab.utils import GenlabError, remove_stale_temporaries, seed_everything, select_device
 
 
 @dataclass
@@ -37,8 +37,11 @@ class TrainResult:
 
 
 def build_model(config: RunConfig, task: Task) -> GenerativeModel:
-    """The family's model for the task's spec."""
-    return get_model_class(config.model).build(config.net, task.spec)
+    """The family's model for the task's spec; a size the networks cannot take is a GenlabError naming it."""
+    try:
+        return get_model_class(config.model).build(config.net, task.spec)
+    except ValueError as error:  # the networks' own size checks (U-Net, ResNet generator) raise ValueError
+        raise GenlabError(f"data.image_size={task.spec.image_size}: {config.model} cannot be built ({error})") from None
 
 
 class _StopRequest:
@@ -78,14 +81,36 @@ def train(
     progress: bool = True,
     on_checkpoint: CheckpointHook | None = None,
 ) -> TrainResult:
-    """Train `config` into `run_dir` (or continue it when `resume`), stopping at the step or minute budget."""
+    """Train `config` into `run_dir` (or continue it when `resume`), stopping at the step or minute budget.
+
+    One process at a time writes into a run directory (RUN/.lock); a folder whose set-up failed before its first
+    checkpoint is started over; a NaN/Inf loss or weight stops the run or rolls it back (`train.on_nan`).
+    """
     run_dir = Path(run_dir)
-    if resume:
-        ckpt.require_run_dir(run_dir)
-    elif (run_dir / ckpt.CONFIG_FILE).exists():
-        raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    validate_config(config)
     if config.train.step_budget() is None and config.train.minutes is None:
         raise GenlabError("train: set a budget: train.steps, train.images or train.minutes")
+    if resume:
+        ckpt.require_run_dir(run_dir)
+    elif (run_dir / ckpt.CONFIG_FILE).exists() and not ckpt.unfinished_setup(run_dir):
+        raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    with ckpt.RunLock.acquire(run_dir) as lock:  # before anything else is written
+        if lock.stale_message:
+            tqdm.write(lock.stale_message)
+        return _train_locked(config, run_dir, resume, progress, on_checkpoint)
+
+
+def _train_locked(
+    config: RunConfig, run_dir: Path, resume: bool, progress: bool, on_checkpoint: CheckpointHook | None
+) -> TrainResult:
+    for temporary in remove_stale_temporaries(run_dir):  # the lock says no live process is writing them
+        tqdm.write(f"removed {temporary}, left by a save that was killed")
+    if not resume and (run_dir / ckpt.CONFIG_FILE).exists():
+        if not ckpt.unfinished_setup(run_dir):  # another process finished a set-up while we checked
+            raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        tqdm.write(f"{run_dir}: an earlier set-up stopped before the first checkpoint; starting it over")
+        for leftover in (ckpt.CONFIG_FILE, "metrics.csv"):
+            (run_dir / leftover).unlink(missing_ok=True)
 
     seed_everything(config.seed)
     device = select_device(config.train.device)
@@ -97,12 +122,13 @@ def train(
 
     seconds_before = 0.0
     if resume:
-        document = ckpt.load_checkpoint(ckpt.checkpoint_dir(run_dir) / ckpt.LAST)
-        model.load_training_state(document["state"])
+        last = ckpt.checkpoint_dir(run_dir) / ckpt.LAST
+        document = ckpt.load_checkpoint(last)
+        check_resumable(document, config, task, last)
+        load_state(model, document, last)
         model.attach(runtime)  # optimiser state onto the device
         ckpt.restore_rng(document["rng"])
         seconds_before = float(document.get("train_seconds", 0.0))
-    run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / ckpt.CONFIG_FILE)  # on resume it records a raised budget
     if config.train.compile:
         for module in model.children():
@@ -119,6 +145,45 @@ def train(
     finally:
         log.close()
     return TrainResult(run_dir, model, model.step, loop.total_seconds(), stopped_by)
+
+
+def check_resumable(document: dict, config: RunConfig, task: Task, path: Path) -> None:
+    """Refuse a checkpoint that another family, config or task wrote, before load_state_dict sees it."""
+    stored = document.get("config") if isinstance(document.get("config"), dict) else {}
+    stored_model = document.get("model") or stored.get("model")
+    if stored_model != config.model:
+        raise GenlabError(f"{path}: a {stored_model} checkpoint, but the config is for {config.model}")
+    changed = [key for key in resume_changes(stored, config) if key not in RESUME_SAFE_KEYS] if stored else []
+    if changed:
+        old, new = flatten_config(stored), flatten_config(config.to_dict())
+        details = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in changed[:4])
+        raise GenlabError(
+            f"{path}: the config differs from the checkpoint's in what the model or data depend on ({details}); "
+            "these cannot change on resume"
+        )
+    stored_spec = document.get("spec")
+    if isinstance(stored_spec, dict):
+        current = _plain_spec(dataclasses.asdict(task.spec))
+        stored_spec = _plain_spec(stored_spec)
+        for key, value in current.items():
+            if stored_spec.get(key) != value:
+                raise GenlabError(
+                    f"{path}: written for a task with {key}={stored_spec.get(key)!r}, this one has {key}={value!r}; "
+                    "the checkpoint does not fit"
+                )
+
+
+def _plain_spec(values: dict) -> dict:
+    return {key: list(value) if isinstance(value, (list, tuple)) else value for key, value in values.items()}
+
+
+def load_state(model: GenerativeModel, document: dict, path: Path, weights_only: bool = False) -> None:
+    """model.load_training_state with a mismatch reported as a GenlabError naming the file, not a traceback."""
+    try:
+        model.load_training_state(document["state"], weights_only=weights_only)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as error:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise GenlabError(f"{path}: does not fit this {model.name} model ({type(error).__name__}: {reason})") from None
 
 
 def _preview_batch(task: Task, count: int) -> dict[str, torch.Tensor]:
@@ -158,8 +223,9 @@ class _Loop:
 
     def run(self, stop: _StopRequest, progress: bool) -> str:
         train = self.config.train
-        sums: dict[str, float] = defaultdict(float)
-        count, window_start = 0, time.perf_counter()
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count, self.window_start = 0, time.perf_counter()
+        self.rollbacks = 0
         bar = tqdm(
             total=train.step_budget(),
             initial=self.model.step,
@@ -173,47 +239,119 @@ class _Loop:
             if stop.requested:
                 stopped_by = "signal"
                 break
-            batch = self.task.training_batch(
-                self.model.step, train.batch_size, self.config.seed, unpaired=self.model.abilities.unpaired
-            )
-            batch = {key: value.to(self.model.device, non_blocking=True) for key, value in batch.items()}
-            losses = self.model.training_step(batch)
-            bad = [key for key, value in losses.items() if not math.isfinite(value)]
-            if bad:
-                raise GenlabError(
-                    f"step {self.model.step}: {bad[0]} is {losses[bad[0]]}; training stopped, the last good "
-                    f"checkpoint in {ckpt.checkpoint_dir(self.run_dir)} is kept (try a lower net.lr)"
-                )
-            self.model.end_step()
-            step = self.model.step
-            for key, value in losses.items():
-                sums[key] += value
-            count += 1
-            bar.update(1)
-            if step % train.log_every == 0 or not self.budget_left():
-                elapsed = time.perf_counter() - window_start
-                row = {
-                    "step": step,
-                    "elapsed_s": round(self.total_seconds(), 3),
-                    "images_per_s": round(count * train.batch_size / max(elapsed, 1e-9), 3),
-                }
-                row.update({key: total / count for key, total in sums.items()})
-                self.log.write(row)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "elapsed_s")})
-                sums.clear()
-                count, window_start = 0, time.perf_counter()
-            if step % train.sample_every == 0:
-                self.save_preview()
-            if step % train.checkpoint_every == 0:
-                self.save_checkpoint()
-                self.run_hook()
+            try:
+                self.one_step(bar)
+            except ckpt.NonFiniteError as fault:
+                self.recover(fault)
+                bar.reset(total=train.step_budget())
+                bar.update(self.model.step)
         bar.close()
-        self.save_preview()
-        self.save_checkpoint()
+        try:
+            self.require_finite_weights()
+            self.save_preview()
+            self.save_checkpoint()
+        except ckpt.NonFiniteError as fault:
+            self.stop_for(fault)
         self.run_hook()
         if stopped_by == "signal":
             tqdm.write(f"stopped at step {self.model.step}; resume with: genlab train --resume --out {self.run_dir}")
         return stopped_by
+
+    def one_step(self, bar) -> None:
+        """One optimisation step with its logging, preview and checkpoint; NonFiniteError on a NaN/Inf."""
+        train = self.config.train
+        batch = self.task.training_batch(
+            self.model.step, train.batch_size, self.config.seed, unpaired=self.model.abilities.unpaired
+        )
+        batch = {key: value.to(self.model.device, non_blocking=True) for key, value in batch.items()}
+        try:
+            losses = self.model.training_step(batch)
+        except RuntimeError as error:
+            if self.model.step > 0:
+                raise
+            # A network that builds but cannot run at this size fails in its first step (shape mismatch).
+            reason = str(error).splitlines()[0][:200]
+            raise GenlabError(
+                f"data.image_size={self.task.spec.image_size}: the {self.config.model} networks fail at this size "
+                f"({reason}); try a power of two such as 32, 64 or 256"
+            ) from None
+        # Losses are checked every step (they are floats already); weights only at log, preview and checkpoint
+        # steps, because reducing every tensor of every network each step would cost a noticeable share of a
+        # small model's step time. save_checkpoint checks the whole state again, so no non-finite one is saved.
+        bad = [key for key, value in losses.items() if not math.isfinite(value)]
+        if bad:
+            raise ckpt.NonFiniteError(f"step {self.model.step}: {bad[0]} is {losses[bad[0]]}", bad)
+        self.model.end_step()
+        step = self.model.step
+        for key, value in losses.items():
+            self.sums[key] += value
+        self.count += 1
+        bar.update(1)
+        at_log = step % train.log_every == 0 or not self.budget_left()
+        at_sample, at_checkpoint = step % train.sample_every == 0, step % train.checkpoint_every == 0
+        if at_log or at_sample or at_checkpoint:
+            self.require_finite_weights()
+        if at_log:
+            elapsed = time.perf_counter() - self.window_start
+            row = {
+                "step": step,
+                "elapsed_s": round(self.total_seconds(), 3),
+                "images_per_s": round(self.count * train.batch_size / max(elapsed, 1e-9), 3),
+            }
+            row.update({key: total / self.count for key, total in self.sums.items()})
+            self.log.write(row)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "elapsed_s")})
+            self.sums.clear()
+            self.count, self.window_start = 0, time.perf_counter()
+        if at_sample:
+            self.save_preview()
+        if at_checkpoint:
+            self.save_checkpoint()
+            self.run_hook()
+
+    def require_finite_weights(self) -> None:
+        ckpt.require_finite(self.model.state_dict(), f"step {self.model.step}: weights")
+
+    def last_good(self) -> tuple[Path, int] | None:
+        """last.pt and its step, if one was written (every written checkpoint is finite)."""
+        last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
+        if not last.is_file():
+            return None
+        return last, int(ckpt.load_checkpoint(last)["step"])
+
+    def stop_for(self, fault: ckpt.NonFiniteError) -> None:
+        """Stop the run with a message naming the fault and the checkpoint kept (or that none exists)."""
+        good = self.last_good()
+        kept = (
+            f"the last finite checkpoint, {good[0]} (step {good[1]}), is kept"
+            if good
+            else "no checkpoint had been saved yet, so none is kept"
+        )
+        hint = "lower net.lr" if self.config.train.on_nan == "rollback" else "lower net.lr, or pass --on-nan rollback"
+        raise GenlabError(f"{fault}; training stopped: {kept} (try a {hint})") from None
+
+    def recover(self, fault: ckpt.NonFiniteError) -> None:
+        """train.on_nan=rollback: reload last.pt with every learning rate lowered; otherwise stop."""
+        train = self.config.train
+        good = self.last_good()
+        if train.on_nan != "rollback" or good is None or self.rollbacks >= train.max_rollbacks:
+            if train.on_nan == "rollback" and good is not None:
+                fault = ckpt.NonFiniteError(f"{fault} (after {self.rollbacks} rollbacks, the most allowed)", [])
+            self.stop_for(fault)
+        path, step = good
+        document = ckpt.load_checkpoint(path)
+        load_state(self.model, document, path)
+        self.model.attach(self.model.runtime)
+        ckpt.restore_rng(document["rng"])
+        changes = scale_learning_rates(self.model, train.nan_lr_factor)
+        self.rollbacks += 1
+        self.log.truncate_after(step)
+        self.sums.clear()
+        self.count, self.window_start = 0, time.perf_counter()
+        tqdm.write(
+            f"{fault}; rolled back to {path} (step {step}), learning rates x{train.nan_lr_factor:g}: {changes} "
+            f"(rollback {self.rollbacks} of at most {train.max_rollbacks})"
+        )
 
     def save_preview(self) -> None:
         was_training = self.model.training
@@ -233,7 +371,8 @@ class _Loop:
             "train_seconds": self.total_seconds(),
         }
         last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
-        ckpt.save_checkpoint(last, payload)
+        ckpt.require_finite(payload["state"], f"step {self.model.step}: checkpoint not saved")
+        ckpt.save_checkpoint(last, payload, check_finite=False)  # just checked
         numbered_path = ckpt.numbered_checkpoint(self.run_dir, self.model.step)
         numbered_path.unlink(missing_ok=True)
         try:
@@ -241,6 +380,23 @@ class _Loop:
         except OSError:
             ckpt.save_checkpoint(numbered_path, payload)
         ckpt.prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+
+
+def scale_learning_rates(model: GenerativeModel, factor: float) -> str:
+    """Multiply the learning rate of every optimiser (and the base rates its LR scheduler scales) by `factor`;
+    returns "name old -> new" for each optimiser, for the message."""
+    changes = []
+    for name, optimizer in model.optimizers.items():
+        before = optimizer.param_groups[0]["lr"]
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+        for scheduler in model.schedulers.values():
+            if getattr(scheduler, "optimizer", None) is optimizer and hasattr(scheduler, "base_lrs"):
+                scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+        changes.append(f"{name} {before:.3g} -> {optimizer.param_groups[0]['lr']:.3g}")
+    return ", ".join(changes)
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:
