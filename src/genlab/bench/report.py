@@ -1129,7 +1129,6 @@ def report_from_runs(
         )
     baselines = next((r.baselines for r in results if r.baselines), {})
     notes += [
-        *extra_notes,
         f"built by genlab report from {len(run_dirs)} run(s) on {_now()} UTC",
         f"machine: {platform.machine()} {platform.system()}, device {first.model.device}, torch {torch.__version__}",
         "costs not in RUN/cost.json are derived: parameters from the model, training time from metrics.csv, "
