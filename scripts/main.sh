@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the embedded dataset: train Pix2Pix (quick preset) on facades-synth, then evaluate it
-# on the test split against the mean-photo and nearest-neighbour baselines. About 5 minutes on 2 CPU cores.
+# The main job on the embedded dataset: `genlab benchmark` trains every translation family (pix2pix, cyclegan,
+# cvae, cgan, cddim, ldm) on facades-synth under one budget, scores them alike beside the mean-photo and
+# nearest-neighbour baselines, and writes bench/report.html, bench/results.md and bench/results.json.
+# About 15 minutes on 2 CPU cores. Rerunning it resumes: finished entries are kept.
+# Extra arguments go to `genlab benchmark` (e.g. --budget-minutes 3 --seeds 0,1,2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-run="${1:-runs/pix2pix-quick}"
-if [ -f "$run/config.yaml" ]; then
-    echo "$run already holds a run: evaluating it (delete it to train again)"
-else
-    .venv/bin/genlab train pix2pix --task facades-synth --preset quick --out "$run"
-fi
-.venv/bin/genlab evaluate "$run" --baselines
+.venv/bin/genlab benchmark --out "${GENLAB_BENCH_OUT:-bench}" "$@"
+echo "open ${GENLAB_BENCH_OUT:-bench}/report.html in a browser; the tables are also in ${GENLAB_BENCH_OUT:-bench}/results.md"
