@@ -268,7 +268,7 @@ def feature_network(space: str, task: Task, options: EvalOptions):
         name = space.split(":", 1)[1] if ":" in space else task.spec.name
         if name not in RECIPES:
             return None, f"no domain network for task {name!r} (available: {', '.join(RECIPES)})"
-        network = domain_network(name, task.spec.image_size, data_root=task.config.data_root)
+        network = domain_network(name, task.spec.image_size, data_root=task.config.data_root, progress=options.progress)
         return network, network.feature_network()
     raise GenlabError(f"unknown feature space {space!r} (valid: domain, domain:TASK, inception)")
 

@@ -55,7 +55,7 @@ class ModelSpec:
         if not match:
             raise GenlabError(f"--models: cannot read {text!r} (expected MODEL or MODEL[key=value,...])")
         model, inner = match.group(1), match.group(2)
-        overrides = tuple(item.strip() for item in (inner or "").split(",") if item.strip())
+        overrides = tuple(item.strip() for item in split_top_level(inner or "") if item.strip())
         for item in overrides:
             if "=" not in item:
                 raise GenlabError(f"--models {text!r}: {item!r} is not key=value")
@@ -76,8 +76,8 @@ class ModelSpec:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
-def parse_models(text: str) -> list[ModelSpec]:
-    """`pix2pix[net.width=64,train.batch_size=16],cddim` -> specs (commas inside brackets stay with their spec)."""
+def split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets: `a[x=1,y=[1,2]],b` -> [`a[x=1,y=[1,2]]`, `b`]."""
     items, depth, current = [], 0, ""
     for char in text:
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -86,8 +86,12 @@ def parse_models(text: str) -> list[ModelSpec]:
             current = ""
         else:
             current += char
-    items.append(current)
-    specs = [ModelSpec.parse(item) for item in items if item.strip()]
+    return [*items, current]
+
+
+def parse_models(text: str) -> list[ModelSpec]:
+    """`pix2pix[net.width=64,train.batch_size=16],cddim` -> specs (commas inside brackets stay with their spec)."""
+    specs = [ModelSpec.parse(item) for item in split_top_level(text) if item.strip()]
     if not specs:
         raise GenlabError("--models: name at least one model")
     names = [spec.name for spec in specs]
@@ -244,7 +248,7 @@ def run_entry(entry: EntryRun, bench: BenchmarkConfig, with_baselines: bool, pro
         features=bench.features,
         baselines=with_baselines,
         seed=0,  # the same evaluation seed for every entry
-        progress=False,
+        progress=progress,  # the first evaluation may train a domain network for minutes: show it
     )
     final = evaluate_run(entry.run_dir, options, device=bench.device)
     loaded = load_run(entry.run_dir, device=bench.device)
