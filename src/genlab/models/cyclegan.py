@@ -103,12 +103,13 @@ class CycleGAN(GenerativeModel):
             "net.total_steps": 80_000,
             "net.decay_start": 0.5,
         },
-        # Small and fast on 2 CPU cores (a few minutes): 64 px, narrow nets, the paper's losses and weights.
+        # Small and fast on 2 CPU cores (about 5 minutes, 0.15-0.2 s/step): 64 px, width 32, 6 blocks, the
+        # paper's losses and weights. On facades-synth it beats the mean-training-photo baseline on test SSIM.
         "quick": {
             "data.image_size": 64,
             "train.batch_size": 1,
             "train.steps": 1500,
-            "net.width": 16,
+            "net.width": 32,
             "net.n_blocks": 6,
             "net.total_steps": 1500,
             "net.decay_start": 0.5,
