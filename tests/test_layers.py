@@ -1,7 +1,7 @@
 """genlab's imports flow one way: every module imports only from its own layer's package or from lower layers.
 
-The order (DESIGN.md section 1): utils < config, results, cache, checkpoint, grid < data < nn, diffusion,
-metrics < models < runs < train < judges < api, sample, translate < evaluate < score < bench < cli < __main__. Imports
+The order: utils < config, results, cache, checkpoint, grid < data < nn, diffusion, metrics < models < runs < train
+< judges < api, sample, translate, plot < export < evaluate < score < bench < cli < __main__. Imports
 inside functions count too: a lazy import is still an arrow.
 """
 
@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("runs",),
     ("train",),
     ("judges",),
-    ("api", "sample", "translate"),
+    ("api", "sample", "translate", "plot"),
+    ("export",),
     ("evaluate",),
     ("score",),
     ("bench",),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from genlab import __version__
 from genlab.utils import GenlabError
 
 EPILOG = """examples:
+  genlab benchmark --out bench/                # the main job: compare the translation families on facades-synth
   genlab data list
   genlab train pix2pix --task facades-synth --preset quick --out runs/p2p
   genlab evaluate runs/p2p --baselines
@@ -50,12 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_translate(commands)
     _add_evaluate(commands)
     _add_score(commands)
+    _add_plot(commands)
+    _add_export(commands)
+    _add_benchmark(commands)
+    _add_report(commands)
     return parser
 
 
 # --- data ---------------------------------------------------------------------------------------------------
 def _add_data(commands) -> None:
-    data = commands.add_parser("data", help="list, show and export datasets", description="Datasets (tasks).")
+    data = commands.add_parser(
+        "data",
+        help="list, show and export datasets",
+        description="Datasets (tasks): list the registered tasks and whether they work offline, save a grid of "
+        "examples to look at, or export a paired task as pix2pix A|B images. Any folder of your own images is a "
+        "task too: folder:PATH.",
+        epilog="examples:\n  genlab data list\n  genlab data show facades-synth --out facades.png --count 8\n"
+        "  genlab data export facades-synth --out facades_ab/ --size 64",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = data.add_subparsers(title="actions", metavar="ACTION")
 
     listing = actions.add_parser("list", help="list the tasks, their kind, size and offline availability")
@@ -65,7 +80,7 @@ def _add_data(commands) -> None:
     show = actions.add_parser("show", help="save a grid of examples of a task as PNG")
     show.add_argument("task", help="task name (see `genlab data list`) or folder:PATH")
     show.add_argument("--out", required=True, help="PNG file to write")
-    show.add_argument("--split", default="train", choices=["train", "val", "test"])
+    show.add_argument("--split", default="train", choices=["train", "val", "test"], help="split (default train)")
     show.add_argument("--count", type=int, default=8, help="items to show (default 8)")
     show.add_argument("--size", type=int, default=None, help="image size in pixels (default: the task's)")
     show.add_argument("--data-root", help="folder searched first for on-disk datasets")
@@ -159,6 +174,15 @@ def _add_train(commands) -> None:
     train.add_argument("--batch-size", type=int, help="images per step (sets train.batch_size)")
     train.add_argument("--seed", type=int, help="run seed (data order, init, noise)")
     train.add_argument("--device", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N")
+    train.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast precision (sets train.precision): auto = bf16/fp16 on CUDA, fp32 elsewhere; bf16 also on "
+        "CPUs; fp16 (with a grad scaler) needs CUDA",
+    )
+    train.add_argument(
+        "--compile", action="store_const", const=True, help="torch.compile the networks (sets train.compile)"
+    )
     train.add_argument("--data-root", help="folder searched first for on-disk datasets")
     train.add_argument("--out", help="run directory (default runs/MODEL-TASK, numbered if taken)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
@@ -200,6 +224,8 @@ def _train(args) -> int:
         "train.device": args.device,
         "data.data_root": args.data_root,
         "train.on_nan": args.on_nan,
+        "train.precision": args.precision,
+        "train.compile": args.compile,
     }
     if args.resume:
         config = _resume_config(args, options)
@@ -223,7 +249,8 @@ def _train(args) -> int:
         print(config.to_yaml(), end="")
         return 0
     result = train(config, run_dir, resume=args.resume, progress=not args.quiet)
-    print(f"{result.run_dir}: {result.steps} steps in {result.seconds / 60:.1f} min ({result.stopped_by})")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not one per process
+        print(f"{result.run_dir}: {result.steps} steps in {result.seconds / 60:.1f} min ({result.stopped_by})")
     return 0
 
 
@@ -249,6 +276,8 @@ _TRAIN_OPTION_NAMES = {
     "train.device": "--device",
     "data.data_root": "--data-root",
     "train.on_nan": "--on-nan",
+    "train.precision": "--precision",
+    "train.compile": "--compile",
 }
 
 
@@ -388,7 +417,13 @@ def _add_translate(commands) -> None:
     translate = commands.add_parser(
         "translate",
         help="translate images with a trained run",
-        description="Translate source images with a run's model; writes one image per input, same file name.",
+        description="Translate source images with a run's model; writes one image per input, same file name, "
+        "at the input's size. Inputs that are pix2pix A|B pairs (twice as wide as high) need --aligned, which "
+        "translates their left half (the source).",
+        epilog="examples:\n  genlab translate runs/p2p labels/*.png --out translated/\n"
+        "  genlab translate runs/p2p facades_ab/test/ --aligned --out translated/\n"
+        "  genlab translate runs/cddim labels/ --sampler ddim --steps 50 --out translated/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     translate.add_argument("run", help="run directory")
     translate.add_argument("inputs", nargs="+", help="image files or folders of images")
@@ -446,7 +481,7 @@ def _add_evaluate(commands) -> None:
         "feature spaces; FCN-score for label-map tasks; class accuracy for class-conditional samples; diversity.",
     )
     evaluate.add_argument("run", help="run directory")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     evaluate.add_argument("--limit", type=int, help="score only the first N items of the split")
     evaluate.add_argument("--count", type=int, help="images to generate for generation runs (default: up to 1000)")
     evaluate.add_argument(
@@ -579,4 +614,146 @@ def _score(args) -> int:
     else:
         print(f"{args.pred_dir} vs {args.ref_dir}")
         print_scores({"score": scores})
+    return 0
+
+
+# --- benchmark and report ---------------------------------------------------------------------------------------
+def _add_benchmark(commands) -> None:
+    bench = commands.add_parser(
+        "benchmark",
+        help="train several models on one task under one budget, evaluate them alike, write the report",
+        description="The main job. Each entry (a family, or a family with overrides) is trained for the same "
+        "budget on the same task and split, scored with the same seeds and sample counts, and compared in "
+        "OUT/report.html (self-contained), OUT/results.md and OUT/results.json; baselines (mean training image, "
+        "nearest neighbour) are scored beside them. Paired metrics carry bootstrap 95%% intervals; a winner is "
+        "named only where intervals separate. Rerunning with the same --out skips finished entries and resumes "
+        "the one in progress.",
+        epilog="examples:\n"
+        "  genlab benchmark --out bench/                                   # ~15 min on 2 CPU cores\n"
+        "  genlab benchmark --models 'pix2pix[net.gan_loss=vanilla],pix2pix[net.gan_loss=lsgan]' --out l1-vs-l2/\n"
+        "  genlab benchmark --task fashion-mnist --models vae,dcgan,cgan,ddpm --budget-minutes 3 --out gen/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--task", default="facades-synth", help="task name or folder:PATH (default facades-synth)")
+    bench.add_argument(
+        "--models",
+        help="comma-separated entries, each MODEL or MODEL[key=value,...] (default: every family that fits the "
+        "task: pix2pix,cyclegan,cvae,cgan,cddim,ldm for translation; vae,dcgan,cgan,ddpm,ldm for generation)",
+    )
+    bench.add_argument("--preset", default="quick", help="each family's preset: quick (default), paper, seed")
+    budget = bench.add_mutually_exclusive_group()
+    budget.add_argument("--budget-minutes", type=float, help="training minutes per entry and seed (default 1.5)")
+    budget.add_argument("--budget-images", type=int, help="training images per entry and seed (steps x batch)")
+    bench.add_argument("--size", type=int, help="image size in pixels (default: each preset's)")
+    bench.add_argument("--seeds", default="0", help="training seeds, comma-separated, e.g. 0,1,2 (default 0)")
+    bench.add_argument("--eval-limit", type=int, default=100, help="test items scored, the first N (default 100)")
+    bench.add_argument("--eval-count", type=int, default=500, help="samples scored for generation tasks (default 500)")
+    bench.add_argument(
+        "--features", default="domain,inception", help="feature spaces: domain, inception, or none (default both)"
+    )
+    bench.add_argument("--data-root", help="folder searched first for on-disk datasets")
+    bench.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
+    bench.add_argument("--out", required=True, help="benchmark folder: runs/, report.html, results.md, results.json")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.set_defaults(handler=_benchmark)
+
+
+def _benchmark(args) -> int:
+    from genlab.bench.benchmark import BenchmarkConfig, run_benchmark
+
+    try:
+        seeds = tuple(int(item) for item in args.seeds.split(",") if item.strip())
+    except ValueError as error:
+        raise GenlabError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from error
+    config = BenchmarkConfig(
+        task=args.task,
+        models=(args.models,) if args.models else (),
+        preset=args.preset,
+        budget_minutes=args.budget_minutes,
+        budget_images=args.budget_images,
+        size=args.size,
+        seeds=seeds,
+        eval_limit=args.eval_limit,
+        eval_count=args.eval_count,
+        features=_feature_spaces(args.features),
+        data_root=args.data_root,
+        device=args.device,
+    )
+    paths = run_benchmark(config, args.out, progress=not args.quiet)
+    print(f"wrote {paths['html']} and {paths['markdown']}")
+    return 0
+
+
+def _add_report(commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="build the comparison report from existing run directories",
+        description="The benchmark's report (report.html, results.md, results.json, figures) from runs that "
+        "were each evaluated with `genlab evaluate` (RUN/eval.json). Runs that differ only in their seed are "
+        "combined as seeds of one entry.",
+        epilog="example: genlab evaluate runs/p2p --baselines && genlab evaluate runs/cddim && "
+        "genlab report runs/p2p runs/cddim --out report/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("runs", nargs="+", help="run directories (each with eval.json)")
+    report.add_argument("--out", required=True, help="folder to write the report into")
+    report.add_argument("--names", help="comma-separated entry names, one per run (default: from the configs)")
+    report.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
+    report.set_defaults(handler=_report)
+
+
+def _report(args) -> int:
+    from genlab.bench.report import report_from_runs
+
+    names = [item.strip() for item in args.names.split(",")] if args.names else None
+    paths = report_from_runs(args.runs, args.out, names=names, device=args.device)
+    print(f"wrote {paths['html']} and {paths['markdown']}")
+    return 0
+
+
+# --- plot and export ------------------------------------------------------------------------------------------
+def _add_plot(commands) -> None:
+    plot = commands.add_parser(
+        "plot",
+        help="plot the training losses of one or more runs as a PNG",
+        description="One panel per loss in RUN/metrics.csv, the runs overlaid; log scale where a loss spans more "
+        "than 10x.",
+        epilog="example: genlab plot runs/p2p runs/cddim --out curves.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_argument("runs", nargs="+", help="run directories (each with metrics.csv)")
+    plot.add_argument("--out", default="curves.png", help="PNG file to write (default curves.png)")
+    plot.add_argument("--names", help="comma-separated legend names, one per run (default: the folder names)")
+    plot.set_defaults(handler=_plot)
+
+
+def _plot(args) -> int:
+    from genlab.plot import plot_curves
+
+    names = [item.strip() for item in args.names.split(",")] if args.names else None
+    print(f"wrote {plot_curves(args.runs, args.out, names)}")
+    return 0
+
+
+def _add_export(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a run's inference weights (safetensors) and config for sharing",
+        description="Writes OUT/model.safetensors (the networks, the EMA where the family keeps one; no optimiser "
+        "state) and OUT/config.json (run config and task spec). genlab.load(OUT) and every command that takes a "
+        "run (translate, sample, evaluate) read the folder.",
+        epilog="example: genlab export runs/p2p --out exports/p2p",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("run", help="run directory")
+    export.add_argument("--out", required=True, help="folder to write model.safetensors and config.json into")
+    export.add_argument("--checkpoint", metavar="FILE", help="a checkpoint of the run (default: checkpoints/last.pt)")
+    export.set_defaults(handler=_export)
+
+
+def _export(args) -> int:
+    from genlab.export import export_run
+
+    weights, config = export_run(args.run, args.out, args.checkpoint)
+    print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) and {config}")
     return 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 class GenlabError(Exception):
@@ -142,6 +144,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
+    umask = os.umask(0)  # mkstemp creates 0600; give the file what the user's umask gives (read and restore)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     temporary_path = Path(temporary)
     try:
         yield temporary_path
@@ -182,50 +187,163 @@ def format_count(count: float) -> str:
     return f"{count:.0f}"
 
 
-def to_model_batch(images, channels: int, size: int, nearest: bool = False):
-    """Coerce PIL image(s) or a tensor into a float batch (B, C, size, size) in [-1, 1].
+# PIL modes whose alpha would be lost silently by a conversion to L or RGB: refused, as `load_image` refuses them.
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+INPUT_RANGES = ("[-1,1]", "[0,1]")
+OUTPUT_TYPES = ("pil", "pt", "np")
 
-    Returns the batch and a function mapping a model output batch back to the input's form: PIL in -> PIL
-    out, a single image in -> a single image out, uint8 in -> uint8 out.
+
+def to_model_batch(
+    images,
+    channels: int,
+    size: int,
+    nearest: bool = False,
+    input_range: str = "[-1,1]",
+    output_nearest: bool = False,
+):
+    """Coerce PIL image(s), a tensor, or a list of (C, H, W) tensors into a float batch (B, C, size, size) in
+    [-1, 1]: the one conversion behind `model.translate` and `genlab translate`.
+
+    Float tensors are read in `input_range` ("[-1,1]", genlab's model range, or "[0,1]"); with the default, a
+    float input without negative values gets a warning (it is probably [0, 1]). uint8 tensors are [0, 255].
+    Images with an alpha channel (RGBA, LA, PA, a palette with transparency, or 4-channel tensors) are refused
+    rather than flattened, with the same rule as files (`genlab.data.imageio.load_image`). Grey inputs are
+    repeated to 3 channels when the model takes RGB,
+    and RGB inputs of a grey model are converted with PIL's luma weights.
+
+    Returns the batch and `restore(output, output_type=None)`, which maps a model output batch back to each
+    input's own height and width (bicubic, or nearest when `output_nearest`) and to the input's form: PIL in ->
+    PIL out, uint8 -> uint8, float -> float in `input_range`, a single image -> a single image. `output_type`
+    "pil" (PIL images), "pt" (float tensors in `input_range`) or "np" (float32 arrays (H, W, C) in [0, 1], as
+    diffusers) chooses the form instead. Inputs of different sizes come back as a list.
+
+    >>> batch, restore = to_model_batch(torch.zeros(3, 40, 40, dtype=torch.uint8), 3, 16)
+    >>> tuple(batch.shape), tuple(restore(batch).shape)
+    ((1, 3, 16, 16), (3, 40, 40))
     """
-    import torch.nn.functional as F
+    if input_range not in INPUT_RANGES:
+        raise GenlabError(f"input_range must be one of {', '.join(INPUT_RANGES)}, got {input_range!r}")
+    items, single, as_pil = _image_items(images)
+    as_uint8 = as_pil or items[0].dtype == torch.uint8
+    if any((item.dtype == torch.uint8) != as_uint8 for item in items):
+        raise GenlabError("expected images of one kind: all uint8 or all float")
+    sizes = [tuple(item.shape[-2:]) for item in items]
+    signed = [_to_signed(item, input_range) for item in items]
+    if not as_uint8 and input_range == "[-1,1]" and all(bool((item >= 0).all()) for item in signed):
+        warnings.warn(
+            "translate: every input value is >= 0, so the images are probably in [0, 1]; they are read as [-1, 1]. "
+            'Pass input_range="[0,1]" (or scale them to [-1, 1]) if they are in [0, 1].',
+            stacklevel=3,
+        )
+    batch = torch.cat([_match_channels(_resize_signed(item, size, nearest), channels) for item in signed])
+    counts = [len(item) for item in items]
+
+    def restore(output: torch.Tensor, output_type: str | None = None):
+        if output_type is not None and output_type not in OUTPUT_TYPES:
+            raise GenlabError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        kind = output_type or ("pil" if as_pil else "uint8" if as_uint8 else "pt")
+        output = output.detach().float().cpu()
+        pieces, offset = [], 0
+        for count, item_size in zip(counts, sizes):
+            piece = output[offset : offset + count]
+            offset += count
+            if tuple(piece.shape[-2:]) != item_size:
+                mode = "nearest-exact" if output_nearest else "bicubic"
+                piece = F.interpolate(piece, size=item_size, mode=mode).clamp(-1, 1)
+            pieces.append(piece)
+        converted = [signed_to_output(piece, kind, input_range) for piece in pieces]
+        if kind == "pil":
+            pictures = [picture for group in converted for picture in group]
+            return pictures[0] if single else pictures
+        if single:
+            return converted[0][0]
+        if len(converted) == 1:
+            return converted[0]
+        if len({item_size for item_size in sizes}) == 1:  # a list of equal-size images: one batch
+            return torch.cat(converted) if kind != "np" else np.concatenate(converted)
+        return [image for group in converted for image in group]
+
+    return batch, restore
+
+
+def _image_items(images) -> tuple[list[torch.Tensor], bool, bool]:
+    """(batches (B, C, H, W), single, as_pil) from a PIL image, a list of them, a tensor or a list of tensors."""
     from PIL import Image
 
     single = False
-    as_pil = False
-    if isinstance(images, Image.Image):
+    if isinstance(images, (Image.Image, torch.Tensor)) and not (
+        isinstance(images, torch.Tensor) and images.dim() == 4
+    ):
         images, single = [images], True
-    if isinstance(images, (list, tuple)) and images and isinstance(images[0], Image.Image):
-        as_pil = True
-        mode = "L" if channels == 1 else "RGB"
-        resample = Image.NEAREST if nearest else Image.BICUBIC
-        tensors = [pil_to_uint8(image.convert(mode).resize((size, size), resample)) for image in images]
-        batch = uint8_to_signed(torch.stack(tensors))
-        as_uint8 = True
     elif isinstance(images, torch.Tensor):
-        as_uint8 = images.dtype == torch.uint8
-        if images.dim() == 3:
-            images, single = images[None], True
-        if images.dim() != 4:
-            raise GenlabError(f"expected images shaped (C, H, W) or (B, C, H, W), got {tuple(images.shape)}")
-        batch = uint8_to_signed(images) if as_uint8 else images.float()
-        if batch.shape[-2:] != (size, size):
-            mode = "nearest-exact" if nearest else "bicubic"
-            batch = F.interpolate(batch, size=(size, size), mode=mode).clamp(-1, 1)
-    else:
-        raise GenlabError(f"expected a PIL image, a list of them, or a tensor; got {type(images).__name__}")
-    if batch.shape[1] != channels:
-        if batch.shape[1] == 1 and channels == 3:
-            batch = batch.repeat(1, 3, 1, 1)
-        else:
-            raise GenlabError(f"expected images with {channels} channel(s), got {batch.shape[1]}")
+        return [images], False, False
+    if not isinstance(images, (list, tuple)) or not images:
+        raise GenlabError(
+            f"expected a PIL image, a list of them, a tensor or a list of tensors; got {type(images).__name__}"
+        )
+    if all(isinstance(image, Image.Image) for image in images):
+        return [pil_to_uint8(_checked_pil(image))[None] for image in images], single, True
+    if all(isinstance(image, torch.Tensor) for image in images):
+        for image in images:
+            if image.dim() != 3:
+                raise GenlabError(f"expected images shaped (C, H, W) or (B, C, H, W), got {tuple(image.shape)}")
+        return [image[None] for image in images], single, False
+    raise GenlabError("expected PIL images or tensors, not a mix of both (or of other types)")
 
-    def restore(output: torch.Tensor):
-        output = output.detach().cpu()
-        if as_pil:
-            pictures = [uint8_to_pil(image) for image in signed_to_uint8(output)]
-            return pictures[0] if single else pictures
-        result = signed_to_uint8(output) if as_uint8 else output
-        return result[0] if single else result
 
-    return batch, restore
+def _checked_pil(image):
+    """A PIL image as L or RGB; alpha and more-than-8-bit modes are refused (the rule `load_image` applies)."""
+    mode = image.mode
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        raise GenlabError(
+            f"image has an alpha channel (mode {mode}) that would be dropped silently; "
+            "convert it first, e.g. image.convert('RGB')"
+        )
+    if mode in ("L", "RGB"):
+        return image
+    if mode in ("P", "1"):
+        return image.convert("RGB" if mode == "P" else "L")
+    raise GenlabError(f"unsupported image mode {mode} (expected 8-bit grayscale L or RGB)")
+
+
+def _to_signed(batch: torch.Tensor, input_range: str) -> torch.Tensor:
+    if batch.dtype == torch.uint8:
+        return uint8_to_signed(batch)
+    if not batch.is_floating_point():
+        raise GenlabError(f"expected uint8 or float images, got {batch.dtype}")
+    batch = batch.float()
+    return batch * 2 - 1 if input_range == "[0,1]" else batch
+
+
+def _match_channels(batch: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey -> RGB by repetition, RGB -> grey with PIL's luma weights (ITU-R 601-2); anything else is an error."""
+    if batch.shape[1] == channels:
+        return batch
+    if batch.shape[1] == 1 and channels == 3:
+        return batch.repeat(1, 3, 1, 1)
+    if batch.shape[1] == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=batch.dtype).view(1, 3, 1, 1)
+        return (batch * weights).sum(dim=1, keepdim=True)
+    if batch.shape[1] == 4:
+        raise GenlabError(f"expected images with {channels} channel(s), got 4 (alpha?); drop the alpha first")
+    raise GenlabError(f"expected images with {channels} channel(s), got {batch.shape[1]}")
+
+
+def _resize_signed(batch: torch.Tensor, size: int, nearest: bool) -> torch.Tensor:
+    if tuple(batch.shape[-2:]) == (size, size):
+        return batch
+    mode = "nearest-exact" if nearest else "bicubic"
+    return F.interpolate(batch, size=(size, size), mode=mode).clamp(-1, 1)
+
+
+def signed_to_output(batch: torch.Tensor, kind: str, input_range: str = "[-1,1]"):
+    """A float batch (B, C, H, W) in [-1, 1] as `kind`: "pil" (a list of PIL images), "uint8", "pt" (float in
+    `input_range`) or "np" (float32 (B, H, W, C) in [0, 1], as diffusers)."""
+    batch = batch.detach().float().cpu()
+    if kind == "pil":
+        return [uint8_to_pil(image) for image in signed_to_uint8(batch)]
+    if kind == "uint8":
+        return signed_to_uint8(batch)
+    if kind == "np":
+        return signed_to_unit(batch).permute(0, 2, 3, 1).numpy()
+    return signed_to_unit(batch) if input_range == "[0,1]" else batch

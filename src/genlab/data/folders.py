@@ -90,8 +90,13 @@ def build_folder_task(config: DataConfig) -> Task:
     root = Path(config.task[len("folder:") :]).expanduser()
     layout = detect_layout(root)
     size, skip = config.image_size, config.skip_bad_files
+    swap = config.direction == "BtoA"  # B is the source: pairs (and domains) are swapped on load
+    if swap and layout.kind == "labelled":
+        raise GenlabError(f"data.direction=BtoA: {root} is a labelled image folder; only pairs have a direction")
     if layout.name == "unaligned":
         lists_a, lists_b = _domain_lists(root, "A"), _domain_lists(root, "B")
+        if swap:
+            lists_a, lists_b = lists_b, lists_a
         channels_a = _first_channels(lists_a["train"], skip)
         channels_b = _first_channels(lists_b["train"], skip)
         spec = TaskSpec(config.task, "unpaired", size, channels_a, channels_b)
@@ -104,6 +109,8 @@ def build_folder_task(config: DataConfig) -> Task:
 
     elif layout.name == "paired_by_name":
         pairs = _paired_files(root, layout.split_folders, skip)
+        if swap:
+            pairs = {split: None if items is None else [(b, a) for a, b in items] for split, items in pairs.items()}
         source_channels = _first_channels([a for a, _ in pairs["train"]], skip)
         target_channels = _first_channels([b for _, b in pairs["train"]], skip)
         spec = TaskSpec(config.task, "paired", size, source_channels, target_channels)
@@ -113,7 +120,7 @@ def build_folder_task(config: DataConfig) -> Task:
         files = _aligned_split_lists(root)
         channels = _first_channels(files["train"], skip)
         spec = TaskSpec(config.task, "paired", size, channels, channels)
-        load_split = _SplitSource(files, lambda paths: _load_aligned(paths, size, skip, channels))
+        load_split = _SplitSource(files, lambda paths: _load_aligned(paths, size, skip, channels, swap))
 
     else:
         items, class_names = _labelled_items(root, layout)

@@ -7,6 +7,7 @@ uninterrupted run would have drawn, with no data-loader state to save.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -81,6 +82,13 @@ class Task:
         self.config = config or DataConfig(task=spec.name, image_size=spec.image_size)
         self._load_split = load_split
         self._splits: dict[str, ImageSplit] = {}
+        load_size = self.config.resolved_load_size()
+        if spec.image_size * 2 < load_size:
+            warnings.warn(
+                f"data.image_size {spec.image_size} is less than half of data.load_size {load_size}: each training "
+                "crop sees under a quarter of the image (was --size changed but not --load-size?)",
+                stacklevel=2,
+            )
 
     def split(self, name: str) -> ImageSplit:
         if name not in SPLITS:
@@ -253,3 +261,36 @@ def get_task(config: DataConfig) -> Task:
     if name not in entries:
         raise GenlabError(f"unknown task {name!r} (valid: {', '.join(entries)}, or folder:PATH)")
     return entries[name].build(config)
+
+
+def check_task_name(name: str) -> str:
+    """Check that `name` is a registered task or `folder:PATH` (an existing folder) without loading any data, so
+    `genlab train --dry-run` refuses an unknown task as a real run would; returns the name.
+
+    >>> check_task_name("facades-synth")
+    'facades-synth'
+    """
+    if name.startswith("folder:"):
+        from pathlib import Path
+
+        folder = Path(name[len("folder:") :]).expanduser()
+        if not folder.is_dir():
+            raise GenlabError(f"data.task {name!r}: {folder} is not a folder")
+        return name
+    entries = task_entries()
+    if name not in entries:
+        raise GenlabError(f"unknown task {name!r} (valid: {', '.join(entries)}, or folder:PATH)")
+    return name
+
+
+def label_map_legend(spec: TaskSpec) -> list[tuple[str, tuple[int, int, int]]] | None:
+    """(class name, RGB colour) per class of the task's label maps, for grid legends; None when it has none.
+
+    The facades tasks (facades-synth, facades) draw their label maps in the CMP palette.
+    """
+    from genlab.data import facades_synth
+
+    if not spec.label_map_fields or tuple(spec.class_names) != facades_synth.CLASS_NAMES:
+        return None
+    colours = [tuple(int(value) for value in colour) for colour in facades_synth.PALETTE.tolist()]
+    return list(zip(spec.class_names, colours))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -59,23 +59,38 @@ def cycle_labels(count: int, num_classes: int) -> torch.Tensor:
     return torch.arange(count, dtype=torch.long) % num_classes
 
 
+# Averages gradients across processes in place (genlab.train.distributed.Distributed.sync_gradients); the trainer
+# passes it in, so this layer knows nothing of process groups.
+GradientSync = Callable[[list[nn.Parameter]], None]
+OptimizerKernel = Literal["off", "foreach", "fused"]
+
+
 @dataclass
 class Runtime:
     """Where and how a model computes: set by the trainer (or by `genlab.load`) before use."""
 
     device: torch.device
     autocast_dtype: torch.dtype | None = None  # None: full fp32
+    channels_last: bool = False  # 4-D weights (convolutions) in channels_last memory format
+    optimizer_kernel: OptimizerKernel = "off"  # Adam/AdamW/SGD: for-loop (torch's CPU default), foreach or fused
+    gradient_sync: GradientSync | None = None  # several processes: average gradients before each step
 
     @staticmethod
-    def for_device(device: torch.device, precision: str = "auto") -> Runtime:
-        """Resolve a precision name for a device: mixed precision only on CUDA (bf16 where supported)."""
+    def for_device(device: torch.device, precision: str = "auto", **options: Any) -> Runtime:
+        """Resolve a precision name for a device: `auto` is bf16 (or fp16) autocast on CUDA and fp32 elsewhere;
+        bf16 autocast also runs on CPUs (fast where they have bf16 instructions, e.g. AVX512-BF16 or AMX); fp16
+        needs CUDA (its GradScaler is a CUDA tool). `options` are the other Runtime fields."""
         if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-            return Runtime(device)
-        if precision in ("fp16", "bf16") and device.type != "cuda":
-            raise GenlabError(f"train.precision={precision} needs a CUDA device (this run uses {device})")
+            return Runtime(device, **options)
+        if precision == "fp16" and device.type != "cuda":
+            raise GenlabError(
+                f"train.precision=fp16 needs a CUDA device (this run uses {device}); use bf16 or fp32 on {device.type}"
+            )
+        if precision == "bf16" and device.type not in ("cuda", "cpu"):
+            raise GenlabError(f"train.precision=bf16 needs a CUDA device or the CPU (this run uses {device})")
         if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-            return Runtime(device, torch.bfloat16)
-        return Runtime(device, torch.float16)
+            return Runtime(device, torch.bfloat16, **options)
+        return Runtime(device, torch.float16, **options)
 
 
 class GenerativeModel(nn.Module, ABC):
@@ -115,16 +130,66 @@ class GenerativeModel(nn.Module, ABC):
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation step (all its sub-steps) on a batch; returns losses for logging."""
 
-    def translate(self, source: Any, generator: torch.Generator | None = None, **options) -> Any:
-        """Translate one image or a batch: a PIL image (or list of them) gives PIL back, a tensor gives a tensor.
+    def translate(
+        self,
+        source: Any,
+        generator: Generator | None = None,
+        *,
+        input_range: str = "[-1,1]",
+        output_type: str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        eta: float | None = None,
+        **options,
+    ) -> Any:
+        """Translate one image or a batch; outputs come back at each input's own size, in the input's form.
 
-        Tensors may be (C, H, W) or (B, C, H, W), float in [-1, 1] or uint8. Inputs of another size are resized
-        to the model's image size (nearest for label maps) and outputs stay at that size.
+        `source`: a PIL image (or a list), a tensor (C, H, W) / (B, C, H, W) (uint8, or float in `input_range`:
+        "[-1,1]" (default) or "[0,1]"), or a list of (C, H, W) tensors. Images are resized to the model's size
+        (nearest for label maps) and the outputs resized back, as `genlab translate` does; alpha channels are
+        refused (`genlab.utils.to_model_batch`). `output_type` "pil", "pt" or "np" picks the output form (default:
+        the input's). Diffusion families take diffusers' names: `num_inference_steps` (= `steps`), `eta`,
+        `guidance_scale`; `generator` seeds stochastic families.
+
+        >>> photo = model.translate(label_map_pil)  # doctest: +SKIP
         """
         self.require("translate")
-        nearest = "source" in self.spec.label_map_fields
-        batch, restore = to_model_batch(source, self.spec.source_channels, self.spec.image_size, nearest)
-        return restore(self.translate_batch(batch.to(self.device), generator=generator, **options))
+        options = self.sampler_arguments(options, num_inference_steps, guidance_scale, eta)
+        reverse = options.get("direction") == "BtoA"
+        if reverse:
+            self.require("reverse")
+        field_names = ("target", "b") if reverse else ("source", "a")
+        channels = self.spec.target_channels if reverse else self.spec.source_channels
+        nearest = any(name in self.spec.label_map_fields for name in field_names)
+        output_nearest = any(name in self.spec.label_map_fields for name in ("source", "a") if reverse)
+        batch, restore = to_model_batch(
+            source, channels, self.spec.image_size, nearest, input_range=input_range, output_nearest=output_nearest
+        )
+        with torch.no_grad():
+            output = self.translate_batch(batch.to(self.device), generator=generator, **options)
+        return restore(output, output_type)
+
+    def sampler_arguments(
+        self,
+        options: dict[str, Any],
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        eta: float | None = None,
+    ) -> dict[str, Any]:
+        """Sampler options with diffusers' names folded into genlab's (`num_inference_steps` -> `steps`); a
+        family without a diffusion sampler given any of them is an error."""
+        options = dict(options)
+        if num_inference_steps is not None:
+            if options.get("steps") not in (None, num_inference_steps):
+                raise GenlabError("give num_inference_steps or steps, not both")
+            options["steps"] = num_inference_steps
+        for key, value in (("guidance_scale", guidance_scale), ("eta", eta)):
+            if value is not None:
+                options[key] = value
+        given = [key for key in ("sampler", "steps", "eta", "guidance_scale") if options.get(key) is not None]
+        if given and not self.abilities.sampler_options:
+            raise GenlabError(f"{', '.join(given)}: model {self.name!r} has no diffusion sampler; leave them out")
+        return {key: value for key, value in options.items() if value is not None}
 
     def translate_batch(self, source: torch.Tensor, generator: Generator | None = None, **options) -> torch.Tensor:
         """Map source images (B, C, H, W) in [-1, 1] to target images (B, C', H, W) in [-1, 1]."""
@@ -217,11 +282,18 @@ class GenerativeModel(nn.Module, ABC):
         """Move to the runtime's device and enable its mixed precision."""
         self.runtime = runtime
         self.to(runtime.device)
+        if runtime.channels_last:  # 4-D tensors only (conv weights); state_dict keys and values are unchanged
+            self.to(memory_format=torch.channels_last)
+        fused = runtime.optimizer_kernel == "fused"
         for optimizer in self.optimizers.values():  # optimiser state follows the parameters (after resume)
+            _choose_kernel(optimizer, runtime.optimizer_kernel)
             for state in optimizer.state.values():
                 for key, value in state.items():
-                    if isinstance(value, torch.Tensor) and key != "step":
-                        state[key] = value.to(runtime.device)
+                    if isinstance(value, torch.Tensor) and (key != "step" or fused):
+                        # a fused step keeps its step count on the parameters' device, as float32
+                        state[key] = value.to(runtime.device, torch.float32) if key == "step" else value.to(
+                            runtime.device
+                        )
         return self
 
     @property
@@ -245,6 +317,13 @@ class GenerativeModel(nn.Module, ABC):
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         else:
             loss.backward()
+        if self.runtime.gradient_sync is not None:
+            # Several processes: average this optimiser's gradients across ranks here, after backward and before
+            # unscaling, clipping and the step. Reducing here rather than wrapping the networks in DDP keeps every
+            # family unchanged (a GAN runs D three times and G through a frozen D per step, which DDP's one
+            # forward-one backward hooks do not fit) and keeps the state_dict keys free of DDP's "module." prefix,
+            # so checkpoints load in a single process.
+            self.runtime.gradient_sync([p for group in optimizer.param_groups for p in group["params"]])
         if max_grad_norm is not None:
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
@@ -292,6 +371,21 @@ class GenerativeModel(nn.Module, ABC):
             for name, module in self.named_children()
             if any(True for _ in module.parameters())
         }
+
+
+# The optimisers whose step takes `foreach` and `fused` flags in their param groups.
+_KERNEL_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
+def _choose_kernel(optimizer: torch.optim.Optimizer, kernel: OptimizerKernel) -> None:
+    """Set an optimiser's update kernel: "fused" (one kernel for all tensors), "foreach" (batched tensor ops) or
+    "off" (a loop over tensors). Others optimisers keep theirs. The flags live in the param groups, so they are
+    set again after a resume restored the saved groups."""
+    if not isinstance(optimizer, _KERNEL_OPTIMIZERS):
+        return
+    for group in optimizer.param_groups:
+        group["fused"] = kernel == "fused"
+        group["foreach"] = kernel == "foreach"
 
 
 @contextlib.contextmanager
