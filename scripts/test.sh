@@ -2,7 +2,8 @@
 # Installs genlab with its test extras into .venv and runs the default (fast) test suite and the linter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test
+# the distributed extra (accelerate) for the 2-process test (tests/train/test_distributed.py)
+bash scripts/setup.sh test,distributed
 # Real Fashion-MNIST for the tests that read it (Debian package; skipped where apt is not usable).
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \

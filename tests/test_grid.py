@@ -9,7 +9,7 @@ from PIL import Image
 
 from genlab.data.facades_synth import facades_spec
 from genlab.data.tasks import TaskSpec, label_map_legend
-from genlab.grid import PREVIEW_ROW_TITLES, captioned_grid, image_grid, save_grid, save_preview_grid, upscale_factor
+from genlab.grid import captioned_grid, image_grid, save_grid, save_preview_grid, upscale_factor
 from genlab.sample import sample_captions, save_samples
 
 
@@ -32,7 +32,7 @@ def test_preview_grid_with_a_facades_legend(tmp_path):
     legend = label_map_legend(facades_spec("facades-synth", 16))
     assert legend[0] == ("background", (0, 0, 170)) and len(legend) == 12
     assert label_map_legend(TaskSpec("x", "paired", 16, 3, 3)) is None
-    titles = PREVIEW_ROW_TITLES["paired"]
+    titles = ("input", "output", "target")
     save_preview_grid(_rows(), titles, tmp_path / "with.png", "step 3", legend=legend)
     save_preview_grid(_rows(), ("input", "output", "target"), tmp_path / "without.png", "step 3")
     with_legend, without = Image.open(tmp_path / "with.png"), Image.open(tmp_path / "without.png")

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_benchmark(commands)
     _add_report(commands)
+    _add_speed(commands)
     return parser
 
 
@@ -199,8 +200,18 @@ def _add_train(commands) -> None:
         help="on a NaN/Inf loss or weight: stop, keeping the last finite checkpoint (default), or roll back to it "
         "with lower learning rates (train.nan_lr_factor, at most train.max_rollbacks times)",
     )
+    train.add_argument(
+        "--load-size", type=int, help="resize to this size before the random crop (sets data.load_size; "
+        "default: --size x 300/256, as pix2pix's 256 -> 286/300 jitter)"
+    )
+    train.add_argument("--crop-size", type=int, help="random crop size = the model's image size (as --size)")
+    train.add_argument(
+        "--direction",
+        choices=["AtoB", "BtoA"],
+        help="for folder:PATH pairs: AtoB (default) takes A (the left half) as the source; BtoA swaps them",
+    )
     train.add_argument("--config", help="start from a saved config.yaml instead of a preset")
-    train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--dry-run", action="store_true", help="check and print the resolved config, then exit")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
@@ -213,12 +224,16 @@ def _model_names() -> list[str]:
 
 def _train(args) -> int:
     from genlab.config import apply_override, set_budget, set_value, validate_config
+    from genlab.data.tasks import check_task_name
+    from genlab.plot import plot_curves
     from genlab.runs import build_run_config, load_run_config
     from genlab.train.trainer import train
 
     options = {
         "data.task": args.task,
-        "data.image_size": args.size,
+        "data.image_size": args.crop_size or args.size,
+        "data.load_size": args.load_size,
+        "data.direction": args.direction,
         "train.batch_size": args.batch_size,
         "seed": args.seed,
         "train.device": args.device,
@@ -245,10 +260,15 @@ def _train(args) -> int:
         set_budget(config.train, args.steps, args.minutes, args.images)
         run_dir = Path(args.out) if args.out else _free_run_dir(config.model, config.data.task)
     validate_config(config)  # every range, as train() checks it: --dry-run answers what a real run would
+    check_task_name(config.data.task)
     if args.dry_run:
         print(config.to_yaml(), end="")
         return 0
-    result = train(config, run_dir, resume=args.resume, progress=not args.quiet)
+    # curves.png at each checkpoint and at the end (the trainer cannot import plotting, a layer above it)
+    result = train(
+        config, run_dir, resume=args.resume, progress=not args.quiet,
+        on_checkpoint=lambda model, run: plot_curves([run], Path(run) / "curves.png"),
+    )
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not one per process
         print(f"{result.run_dir}: {result.steps} steps in {result.seconds / 60:.1f} min ({result.stopped_by})")
     return 0
@@ -325,6 +345,44 @@ def _free_run_dir(model: str, task: str) -> Path:
     return candidate
 
 
+# --- speed --------------------------------------------------------------------------------------------------
+def _add_speed(commands) -> None:
+    speed = commands.add_parser(
+        "speed",
+        help="time a model's training step and inference (s/step, images/s, FLOP/s against the matmul peak)",
+        description="Seconds per training step (median after warm-up), images/s, FLOPs per step "
+        "(FlopCounterMode), achieved GFLOP/s against the measured fp32/bf16 matmul peak, the data path's rate, "
+        "and sampling/translation per image. Settings resolve as for `genlab train`.",
+        epilog="example: genlab speed pix2pix --preset paper --precision bf16 --set train.channels_last=true",
+    )
+    speed.add_argument("model", help="model family")
+    speed.add_argument("--preset", help="settings preset of the family (default: its own)")
+    speed.add_argument("--task", help="task name (default: the preset's)")
+    speed.add_argument("--size", type=int, help="image size (sets data.image_size)")
+    speed.add_argument("--batch-size", type=int, help="images per step (sets train.batch_size)")
+    speed.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision")
+    speed.add_argument("--steps", type=int, default=10, help="timed training steps (default 10)")
+    speed.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    speed.add_argument("--sample-steps", type=int, help="diffusion sampler steps for the inference timing")
+    speed.add_argument("--peak-size", type=int, default=2048, help="side of the timed peak matmul (default 2048)")
+    speed.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    speed.add_argument("--json", action="store_true", help="print one JSON object instead of the lines")
+    speed.set_defaults(handler=_speed)
+
+
+def _speed(args) -> int:
+    from dataclasses import asdict
+
+    from genlab.bench.speed import format_report, measure, speed_config
+
+    config = speed_config(args.model, args.preset, args.task, args.size, args.batch_size, args.precision, args.set)
+    report = measure(
+        config, steps=args.steps, warmup=args.warmup, sample_steps=args.sample_steps, peak_size=args.peak_size
+    )
+    print(json.dumps(asdict(report)) if args.json else format_report(report))
+    return 0
+
+
 # --- sample -------------------------------------------------------------------------------------------------
 def _add_sample(commands) -> None:
     sample = commands.add_parser(
@@ -377,6 +435,7 @@ def _sample(args) -> int:
     import torch
 
     from genlab.api import load_run
+    from genlab.models.base import cycle_labels
     from genlab.sample import interpolate, sample_images, save_samples
 
     if args.count is not None and args.count < 1:
@@ -406,7 +465,13 @@ def _sample(args) -> int:
             raise GenlabError(f"--labels gives {len(labels)} labels for --count {count}")
         images = sample_images(model, count, labels, args.seed, args.batch_size, progress=True, **options)
         columns = classes if classes and not args.labels else min(count, 10)
-    written = save_samples(images, Path(args.out), columns)
+    shown = None  # the class of each image, for captions
+    if classes:
+        shown = labels if labels is not None else cycle_labels(rows if args.interpolate else count, classes)
+        if args.interpolate:
+            shown = shown.repeat_interleave(args.interpolate)
+    title = f"{model.name} on {model.spec.name}"
+    written = save_samples(images, Path(args.out), columns, shown, model.spec.class_names, title)
     where = written[-1] if len(written) == 1 else f"{args.out} (grid: {written[-1]})"
     print(f"wrote {len(images)} samples to {where}")
     return 0

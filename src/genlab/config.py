@@ -21,6 +21,7 @@ from genlab.utils import GenlabError, atomic_write_text
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 OnNaN = Literal["stop", "rollback"]
+OptimizerKernel = Literal["auto", "fused", "foreach", "loop"]
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,19 @@ class TrainConfig:
     images: int | None = ranged(None, 1)
     batch_size: int = ranged(1, 1, 65536)
     device: str = "auto"  # auto picks cuda > mps > cpu
-    precision: Precision = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere
+    # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; bf16 also runs on CPUs; fp16 needs CUDA
+    precision: Precision = "auto"
     log_every: int = ranged(25, 1)  # steps between rows of metrics.csv
     sample_every: int = ranged(500, 1)  # steps between preview grids in RUN/samples/
     checkpoint_every: int = ranged(1000, 1)  # steps between numbered checkpoints (last.pt is written with each)
     keep_checkpoints: int = ranged(3, 0)  # numbered checkpoints kept besides last.pt
     compile: bool = False  # torch.compile the networks (GPU; slow to start on CPU)
+    channels_last: bool = False  # conv weights and image batches in channels_last memory format
+    # Adam/AdamW/SGD update kernel: auto (fused on CUDA and CPU), fused, foreach, or loop (torch's per-tensor loop)
+    fused_optimizer: OptimizerKernel = "auto"
+    # Batches are gathered from in-memory uint8 tensors (no DataLoader, no workers): this page-locks each batch
+    # before its asynchronous copy to a CUDA device; it does nothing on the CPU.
+    pin_memory: bool = True
     preview_count: int = ranged(8, 1, 256)  # test items shown in each preview grid
     # A NaN/Inf loss or weight: stop (keeping the last finite checkpoint) or roll back to it with every
     # optimiser's learning rate multiplied by nan_lr_factor, at most max_rollbacks times.
@@ -370,6 +378,12 @@ RESUME_SAFE_KEYS = frozenset(
         "train.on_nan",
         "train.nan_lr_factor",
         "train.max_rollbacks",
+        # how the same computation runs (speed), not what it computes
+        "train.precision",
+        "train.compile",
+        "train.channels_last",
+        "train.fused_optimizer",
+        "train.pin_memory",
         "data.data_root",
         "data.skip_bad_files",
     }

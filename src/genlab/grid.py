@@ -44,12 +44,6 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, scale: int = 1) -> Non
 # --- captioned grids ------------------------------------------------------------------------------------------
 MIN_CELL = 128  # cells smaller than this are upscaled (nearest) until a person can see them
 Legend = list[tuple[str, tuple[int, int, int]]]  # (class name, RGB colour) per label-map class
-# Row titles of the families' `preview()` rows, by task kind, by position (cyclegan on unpaired tasks: 5 rows).
-PREVIEW_ROW_TITLES: dict[str, tuple[str, ...]] = {
-    "paired": ("input", "output", "target"),
-    "labelled": ("real", "samples"),
-    "unpaired": ("A", "A to B", "back to A", "B", "B to A"),
-}
 
 
 def upscale_factor(size: int, min_cell: int = MIN_CELL) -> int:

@@ -17,6 +17,8 @@ def test_model_specs_parse_with_overrides_and_readable_names():
     assert specs[0].overrides == ("net.gan_loss=vanilla", "net.width=8")
     assert specs[0].name == "pix2pix [gan_loss=vanilla, width=8]" and specs[2].name == "cddim"
     assert specs[1].slug == "pix2pix-gan_loss-lsgan"
+    nested = parse_models("cddim[net.channel_mults=[1,2],net.base_width=8],ldm")
+    assert nested[0].overrides == ("net.channel_mults=[1,2]", "net.base_width=8") and nested[1].model == "ldm"
     with pytest.raises(GenlabError, match="listed twice"):
         parse_models("cddim,cddim")
     with pytest.raises(GenlabError, match="is not key=value"):

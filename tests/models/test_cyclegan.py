@@ -181,9 +181,10 @@ def test_translate_directions_use_their_generator():
 def test_preview_rows():
     model = _model(channels=(1, 3), lambda_identity=0.0)
     rows = model.preview({"a": _images(3, channels=1), "b": _images(3, channels=3)})
-    assert [tuple(row.shape[:2]) for row in rows] == [(3, 1), (3, 3), (3, 1), (3, 3), (3, 1)]
+    assert [tuple(row.shape[:2]) for row in rows.values()] == [(3, 1), (3, 3), (3, 1), (3, 3), (3, 1)]
+    assert list(rows) == ["A", "A to B", "back to A", "B", "B to A"]
     paired = _model(kind="paired")
-    assert len(paired.preview({"source": _images(2), "target": _images(2)})) == 3
+    assert list(paired.preview({"source": _images(2), "target": _images(2)})) == ["input", "output", "target"]
 
 
 # --- state ---------------------------------------------------------------------------------------------------

@@ -198,8 +198,8 @@ def test_abilities_follow_the_family_and_the_task():
 def test_preview_rows(family, spec):
     model = _model(family, spec)
     rows = model.preview(_batch(spec, 3))
-    assert len(rows) == (3 if spec.kind == "paired" else 2)
-    assert all(row.shape[0] == 3 for row in rows)
+    assert list(rows) == (["input", "output", "target"] if spec.kind == "paired" else ["real", "samples"])
+    assert all(row.shape[0] == 3 for row in rows.values())
 
 
 @pytest.mark.parametrize("family, spec", [("cgan", LABELLED), ("cgan", PAIRED)])

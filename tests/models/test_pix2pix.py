@@ -108,7 +108,7 @@ def test_translate_accepts_pil_single_tensor_and_batch():
     model = _model()
     picture = Image.new("RGB", (50, 40), (200, 10, 10))
     output = model.translate(picture)
-    assert isinstance(output, Image.Image) and output.size == (32, 32)
+    assert isinstance(output, Image.Image) and output.size == (50, 40)  # back at the input size, as the CLI does
     assert model.translate(torch.zeros(3, 32, 32)).shape == (3, 32, 32)
     batch = model.translate(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
     assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.uint8

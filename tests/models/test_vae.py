@@ -212,9 +212,10 @@ def test_linear_interpolation_through_the_z_option():
 
 def test_previews():
     paired = _model("cvae", PAIRED).preview(_paired_batch(2))
-    assert [row.shape for row in paired] == [(2, 3, 16, 16)] * 3
-    rows = _model("cvae", LABELLED).preview(_labelled_batch(3))  # real | reconstruction | samples
-    assert [row.shape for row in rows] == [(3, 1, 16, 16)] * 3
+    assert [row.shape for row in paired.values()] == [(2, 3, 16, 16)] * 3
+    rows = _model("cvae", LABELLED).preview(_labelled_batch(3))
+    assert list(rows) == ["real", "reconstruction", "samples"]
+    assert [row.shape for row in rows.values()] == [(3, 1, 16, 16)] * 3
 
 
 # --- state -------------------------------------------------------------------------------------------------------

@@ -2,16 +2,17 @@ import pytest
 import torch
 
 from genlab.models.base import Runtime
-from genlab.train.distributed import require_single_process
+from genlab.train.distributed import Distributed
 from genlab.utils import GenlabError, select_device
 
 
-def test_cpu_runs_in_fp32_and_mixed_precision_needs_cuda():
+def test_cpu_runs_fp32_by_default_bf16_on_request_and_fp16_needs_cuda():
     cpu = torch.device("cpu")
     assert Runtime.for_device(cpu, "auto").autocast_dtype is None
     assert Runtime.for_device(cpu, "fp32").autocast_dtype is None
-    with pytest.raises(GenlabError, match="train.precision=bf16 needs a CUDA device"):
-        Runtime.for_device(cpu, "bf16")
+    assert Runtime.for_device(cpu, "bf16").autocast_dtype is torch.bfloat16
+    with pytest.raises(GenlabError, match="train.precision=fp16 needs a CUDA device"):
+        Runtime.for_device(cpu, "fp16")
 
 
 def test_device_selection_errors_name_the_value():
@@ -23,9 +24,8 @@ def test_device_selection_errors_name_the_value():
             select_device("cuda")
 
 
-def test_multi_process_launch_is_refused_clearly(monkeypatch):
+def test_a_single_process_needs_no_accelerate(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")
-    require_single_process()
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    with pytest.raises(GenlabError, match="WORLD_SIZE=4"):
-        require_single_process()
+    dist = Distributed.from_environment("cpu")
+    assert (dist.rank, dist.world_size, dist.accelerator, dist.is_main) == (0, 1, None, True)
+    assert dist.local_batch_size(3) == 3

@@ -62,7 +62,7 @@ def cycle_labels(count: int, num_classes: int) -> torch.Tensor:
 # Averages gradients across processes in place (genlab.train.distributed.Distributed.sync_gradients); the trainer
 # passes it in, so this layer knows nothing of process groups.
 GradientSync = Callable[[list[nn.Parameter]], None]
-OptimizerKernel = Literal["off", "foreach", "fused"]
+OptimizerKernel = Literal["loop", "foreach", "fused"]
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Runtime:
     device: torch.device
     autocast_dtype: torch.dtype | None = None  # None: full fp32
     channels_last: bool = False  # 4-D weights (convolutions) in channels_last memory format
-    optimizer_kernel: OptimizerKernel = "off"  # Adam/AdamW/SGD: for-loop (torch's CPU default), foreach or fused
+    optimizer_kernel: OptimizerKernel = "loop"  # Adam/AdamW/SGD: for-loop (torch's CPU default), foreach or fused
     gradient_sync: GradientSync | None = None  # several processes: average gradients before each step
 
     @staticmethod
@@ -264,17 +264,19 @@ class GenerativeModel(nn.Module, ABC):
             raise GenlabError(f"sample: label {bad} is outside the classes 0..{self.spec.num_classes - 1}")
         return labels.to(self.device)
 
-    def preview(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Rows of images for the training preview grid (default: input | output | target for paired tasks)."""
+    def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Titled rows of images for the training preview grid, in order: {"input": (B, C, H, W), "output": ...,
+        "target": ...} for paired tasks, {"real": ..., "samples": ...} for generation."""
         if self.spec.kind == "paired":
             with torch.no_grad():
                 output = self.translate_batch(batch["source"].to(self.device))
-            return [batch["source"], output, batch["target"]]
+            return {"input": batch["source"], "output": output, "target": batch["target"]}
         if self.spec.kind == "labelled":
             labels = batch.get("label") if self.spec.num_classes else None
             generator = torch.Generator(device="cpu").manual_seed(0)
             with torch.no_grad():
-                return [batch["image"], self.sample(len(batch["image"]), labels=labels, generator=generator)]
+                samples = self.sample(len(batch["image"]), labels=labels, generator=generator)
+            return {"real": batch["image"], "samples": samples}
         raise NotImplementedError(f"{self.name} must define preview() for {self.spec.kind} tasks")
 
     # --- runtime helpers for the families --------------------------------------------------------------------
@@ -379,7 +381,7 @@ _KERNEL_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 def _choose_kernel(optimizer: torch.optim.Optimizer, kernel: OptimizerKernel) -> None:
     """Set an optimiser's update kernel: "fused" (one kernel for all tensors), "foreach" (batched tensor ops) or
-    "off" (a loop over tensors). Others optimisers keep theirs. The flags live in the param groups, so they are
+    "loop" (a loop over tensors). Other optimisers keep theirs. The flags live in the param groups, so they are
     set again after a resume restored the saved groups."""
     if not isinstance(optimizer, _KERNEL_OPTIMIZERS):
         return

@@ -264,15 +264,21 @@ class CycleGAN(GenerativeModel):
         batch, restore = to_model_batch(source, channels, self.spec.image_size, nearest)
         return restore(self.translate_batch(batch.to(self.device), generator, direction=direction, **options))
 
-    def preview(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rows real A | G_AB(A) | G_BA(G_AB(A)) | real B | G_BA(B) (paired tasks: input | output | target)."""
         if "source" in batch:
             source = batch["source"].to(self.device)
-            return [batch["source"], self.translate_batch(source), batch["target"]]
+            return {"input": batch["source"], "output": self.translate_batch(source), "target": batch["target"]}
         real_a, real_b = batch["a"].to(self.device), batch["b"].to(self.device)
         fake_b = self.translate_batch(real_a)
         reconstructed_a = self.translate_batch(fake_b, direction="BtoA")
-        return [real_a, fake_b, reconstructed_a, real_b, self.translate_batch(real_b, direction="BtoA")]
+        return {
+            "A": real_a,
+            "A to B": fake_b,
+            "back to A": reconstructed_a,
+            "B": real_b,
+            "B to A": self.translate_batch(real_b, direction="BtoA"),
+        }
 
     # --- state -------------------------------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:

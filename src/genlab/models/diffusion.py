@@ -269,7 +269,7 @@ class DDPM(DiffusionModel):
         samples = self.sample(
             len(batch["image"]), labels=labels, generator=generator, steps=self.preview_steps, sampler="ddim"
         )
-        return [batch["image"], samples]
+        return {"real": batch["image"], "samples": samples}
 
 
 @register_model
@@ -327,4 +327,4 @@ class ConditionalDDIM(DiffusionModel):
     def preview(self, batch):
         generator = torch.Generator().manual_seed(0)
         output = self.translate_batch(batch["source"], generator=generator, steps=self.preview_steps)
-        return [batch["source"], output, batch["target"]]
+        return {"input": batch["source"], "output": output, "target": batch["target"]}

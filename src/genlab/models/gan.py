@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.models.base import Abilities, GenerativeModel, frozen, register_model
 from genlab.models.losses import GANLoss, GANMode
-from genlab.nn.dcgan import DCGANDiscriminator, DCGANGenerator, TranslationGenerator, dcgan_upsamplings
+from genlab.nn.dcgan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    LabelConditioning,
+    TranslationGenerator,
+    dcgan_upsamplings,
+)
 from genlab.nn.layers import NormKind, init_gan_weights
 from genlab.nn.patchgan import PatchDiscriminator, max_patchgan_layers
 from genlab.utils import Generator, GenlabError, randn
@@ -32,6 +38,7 @@ class GANConfig:
     width: int = positive(64)
     norm: NormKind = "batch"  # DCGAN's BatchNorm; "instance" for batch-1 training (the seed preset)
     embedding_dim: int = positive(32)  # class-label embedding concatenated to z (class-conditional G)
+    label_conditioning: LabelConditioning = "channels"  # D: one-hot label maps beside the image, or projection
     noise_channels: int = positive(8)  # z projected to this many input maps of the translation U-Net
     disc_layers: int = ranged(3, 1, 8)  # PatchGAN depth of the translation D (3 -> 70x70 patches)
     gan_loss: GANMode = "vanilla"  # vanilla = BCE, with the non-saturating G loss -log D(G(z))
@@ -88,7 +95,12 @@ class AdversarialModel(GenerativeModel):
                 norm=config.norm,
             )
             self.discriminator = DCGANDiscriminator(
-                spec.target_channels, spec.image_size, width=config.width, num_classes=classes, norm=config.norm
+                spec.target_channels,
+                spec.image_size,
+                width=config.width,
+                num_classes=classes,
+                norm=config.norm,
+                conditioning=config.label_conditioning,
             )
         init_gan_weights(self)  # N(0, 0.02), the paper's init
         for module in self.modules():
@@ -214,13 +226,14 @@ class AdversarialModel(GenerativeModel):
             raise TypeError(f"{self.name}.translate got unknown options: {', '.join(options)} (valid: z)")
         return self.run_generator(source.to(self.device), self.latent(len(source), generator, z))
 
-    def preview(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """paired: source | output | target; labelled: real images | samples for the batch's labels."""
         generator = torch.Generator().manual_seed(0)  # the same z at every preview, and the run's RNG untouched
         if self.translates_images:
-            return [batch["source"], self.translate_batch(batch["source"], generator=generator), batch["target"]]
+            output = self.translate_batch(batch["source"], generator=generator)
+            return {"input": batch["source"], "output": output, "target": batch["target"]}
         labels = batch["label"] if self.conditional else None
-        return [batch["image"], self.sample(len(batch["image"]), labels=labels, generator=generator)]
+        return {"real": batch["image"], "samples": self.sample(len(batch["image"]), labels=labels, generator=generator)}
 
 
 # Radford et al. 2016, section 4: batch 128, Adam lr 2e-4 beta1 0.5, N(0, 0.02) init; 64 px and figure 1's

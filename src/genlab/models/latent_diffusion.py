@@ -87,7 +87,7 @@ class Autoencoder(GenerativeModel):
 
     def preview(self, batch):
         images = batch[image_field(self.spec)]
-        return [images, self.reconstruct(images)]
+        return {"real": images, "reconstruction": self.reconstruct(images)}
 
 
 @dataclass
@@ -267,13 +267,10 @@ class LatentDiffusion(DiffusionModel):
             with torch.no_grad():
                 self.autoencoder.eval()
                 reconstruction = self.autoencoder.decode(self.autoencoder.encode(images)[0]).clamp(-1, 1)
-            return [images, reconstruction]
+            return {"real": images, "reconstruction (stage one)": reconstruction}
         generator = torch.Generator().manual_seed(0)
         if self.spec.kind == "paired":
-            return [
-                batch["source"],
-                self.translate_batch(batch["source"], generator, steps=self.preview_steps),
-                images,
-            ]
+            output = self.translate_batch(batch["source"], generator, steps=self.preview_steps)
+            return {"input": batch["source"], "output": output, "target": images}
         labels = batch["label"] if self.conditional else None
-        return [images, self.sample(len(images), labels, generator, steps=self.preview_steps)]
+        return {"real": images, "samples": self.sample(len(images), labels, generator, steps=self.preview_steps)}

@@ -206,17 +206,18 @@ class VariationalAutoencoder(GenerativeModel):
         labels = self.check_labels(labels, count)
         return self.decode_latents(self.prior_latents(count, generator, z, temperature), labels)
 
-    def preview(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Paired tasks: source | output | target. Labelled tasks: real images | their reconstructions | samples
         for the same labels. The prior draws come from a fixed generator, so previews compare across steps."""
         generator = torch.Generator().manual_seed(0)
         if self.spec.kind == "paired":
             output = self.translate_batch(batch["source"], generator=generator)
-            return [batch["source"], output.cpu(), batch["target"]]
+            return {"input": batch["source"], "output": output.cpu(), "target": batch["target"]}
         image = batch["image"].to(self.device)
         labels = batch["label"].to(self.device) if self.conditional else None
         samples = self.sample(len(image), labels=labels, generator=generator)
-        return [batch["image"], self.reconstruct(image, labels).cpu(), samples.cpu()]
+        reconstruction = self.reconstruct(image, labels).cpu()
+        return {"real": batch["image"], "reconstruction": reconstruction, "samples": samples.cpu()}
 
 
 @register_model

@@ -3,7 +3,7 @@
 - `DCGANGenerator`: z (+ a class embedding) -> 4x4 by a transposed conv, then stride-2 transposed convs with
   BatchNorm and ReLU up to the image size, Tanh.
 - `DCGANDiscriminator`: stride-2 convs down to 4x4 (BatchNorm except on the first, LeakyReLU 0.2), a 4x4 conv
-  to one logit per image; class-conditional through a projection term (Miyato & Koyama 2018).
+  to one logit per image; class-conditional through one-hot label maps or a projection term.
 - `TranslationGenerator`: the pix2pix U-Net on (source, z) for image-conditional CGANs.
 The depth follows the image size: one stride-2 layer per doubling from 4x4 (2 at 16 px, 4 at 64 px, 6 at 256 px).
 """
@@ -11,13 +11,17 @@ The depth follows the image size: one stride-2 layer per doubling from 4x4 (2 at
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genlab.nn.layers import NormKind, conv_bias, norm_layer
 from genlab.nn.unet import UNetGenerator, unet_depth
 from genlab.utils import GenlabError
+
+LabelConditioning = Literal["channels", "projection"]  # how a class-conditional D sees the label
 
 
 def dcgan_upsamplings(image_size: int) -> int:
@@ -87,17 +91,29 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """images (B, C, S, S) [+ labels (B,)] -> one logit per image (B,).
 
-    Class-conditional with a projection term: logit = psi(h) + <embed(y), h>, h the features summed over the
-    final 4x4 map (Miyato & Koyama 2018, eq. 3), which makes D judge "real image of class y".
+    Class-conditional by `conditioning`: "channels" appends the label as one-hot input maps (the CGAN paper's
+    y fed to D beside x, section 4.1, as conditional DCGANs do); "projection" adds <embed(y), h> to the logit,
+    h the features summed over the final 4x4 map (Miyato & Koyama 2018, eq. 3).
     """
 
     def __init__(
-        self, in_channels: int, image_size: int, width: int = 64, num_classes: int = 0, norm: NormKind = "batch"
+        self,
+        in_channels: int,
+        image_size: int,
+        width: int = 64,
+        num_classes: int = 0,
+        norm: NormKind = "batch",
+        conditioning: LabelConditioning = "channels",
     ) -> None:
         super().__init__()
+        if conditioning not in ("channels", "projection"):
+            raise ValueError(f"unknown label conditioning {conditioning!r} (valid: channels, projection)")
         widths = level_widths(width, dcgan_upsamplings(image_size))
         bias = conv_bias(norm)
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        self.num_classes = num_classes
+        self.label_channels = num_classes if conditioning == "channels" else 0
+        first = nn.Conv2d(in_channels + self.label_channels, widths[0], 4, stride=2, padding=1)
+        layers: list[nn.Module] = [first, nn.LeakyReLU(0.2)]
         for channels_in, channels_out in zip(widths, widths[1:]):
             layers += [
                 nn.Conv2d(channels_in, channels_out, 4, stride=2, padding=1, bias=bias),
@@ -106,11 +122,14 @@ class DCGANDiscriminator(nn.Module):
             ]
         self.features = nn.Sequential(*layers)  # -> (B, widths[-1], 4, 4)
         self.logit = nn.Conv2d(widths[-1], 1, 4, stride=1, padding=0)  # 4x4 -> 1x1
-        self.projection = nn.Embedding(num_classes, widths[-1]) if num_classes else None
+        self.projection = nn.Embedding(num_classes, widths[-1]) if num_classes and not self.label_channels else None
         if self.projection is not None:  # small, like the convs: a N(0, 1) start would swamp psi(h)
             nn.init.normal_(self.projection.weight, 0.0, 0.02)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label_channels:
+            maps = F.one_hot(labels, self.num_classes).to(images.dtype)[:, :, None, None]  # (B, K, 1, 1)
+            images = torch.cat([images, maps.expand(-1, -1, *images.shape[-2:])], dim=1)  # (B, C + K, S, S)
         features = self.features(images)  # (B, F, 4, 4)
         logits = self.logit(features).flatten()  # (B,)
         if self.projection is not None:

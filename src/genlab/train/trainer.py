@@ -16,13 +16,13 @@ from tqdm.auto import tqdm
 
 from genlab import checkpoint as ckpt
 from genlab.config import RESUME_SAFE_KEYS, RunConfig, flatten_config, resume_changes, validate_config
-from genlab.data.tasks import Task, get_task
-from genlab.grid import save_grid
+from genlab.data.tasks import Task, get_task, label_map_legend
+from genlab.grid import save_preview_grid
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
 from genlab.runs import load_run_config
-from genlab.train.distributed import require_single_process
+from genlab.train.distributed import Distributed
 from genlab.train.logging import MetricsLog
-from genlab.utils import GenlabError, remove_stale_temporaries, seed_everything, select_device
+from genlab.utils import GenlabError, remove_stale_temporaries, seed_everything
 
 
 @dataclass
@@ -85,11 +85,19 @@ def train(
 
     One process at a time writes into a run directory (RUN/.lock); a folder whose set-up failed before its first
     checkpoint is started over; a NaN/Inf loss or weight stops the run or rolls it back (`train.on_nan`).
+    Launched in several processes (`accelerate launch` / `torchrun`), rank 0 alone checks the folder, holds the
+    lock and writes; see genlab.train.distributed.
     """
     run_dir = Path(run_dir)
     validate_config(config)
     if config.train.step_budget() is None and config.train.minutes is None:
         raise GenlabError("train: set a budget: train.steps, train.images or train.minutes")
+    dist = Distributed.from_environment(config.train.device)
+    dist.local_batch_size(config.train.batch_size)  # an uneven split is refused before anything is written
+    if not dist.is_main:  # the other ranks only read the run folder (the checkpoint, on resume)
+        if resume:
+            ckpt.require_run_dir(run_dir)
+        return _train_locked(config, run_dir, resume, progress, on_checkpoint, dist)
     if resume:
         ckpt.require_run_dir(run_dir)
     elif (run_dir / ckpt.CONFIG_FILE).exists() and not ckpt.unfinished_setup(run_dir):
@@ -97,27 +105,23 @@ def train(
     with ckpt.RunLock.acquire(run_dir) as lock:  # before anything else is written
         if lock.stale_message:
             tqdm.write(lock.stale_message)
-        return _train_locked(config, run_dir, resume, progress, on_checkpoint)
+        return _train_locked(config, run_dir, resume, progress, on_checkpoint, dist)
 
 
 def _train_locked(
-    config: RunConfig, run_dir: Path, resume: bool, progress: bool, on_checkpoint: CheckpointHook | None
+    config: RunConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    on_checkpoint: CheckpointHook | None,
+    dist: Distributed,
 ) -> TrainResult:
-    for temporary in remove_stale_temporaries(run_dir):  # the lock says no live process is writing them
-        tqdm.write(f"removed {temporary}, left by a save that was killed")
-    if not resume and (run_dir / ckpt.CONFIG_FILE).exists():
-        if not ckpt.unfinished_setup(run_dir):  # another process finished a set-up while we checked
-            raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        tqdm.write(f"{run_dir}: an earlier set-up stopped before the first checkpoint; starting it over")
-        for leftover in (ckpt.CONFIG_FILE, "metrics.csv"):
-            (run_dir / leftover).unlink(missing_ok=True)
-
-    seed_everything(config.seed)
-    device = select_device(config.train.device)
-    require_single_process()
+    if dist.is_main:
+        _prepare_run_dir(run_dir, resume)
+    seed_everything(config.seed)  # the same seed on every rank: identical initial weights
     task = get_task(config.data)
     model = build_model(config, task)
-    runtime = Runtime.for_device(device, config.train.precision)
+    runtime = runtime_for(config, dist)
     model.attach(runtime)
 
     seconds_before = 0.0
@@ -129,22 +133,60 @@ def _train_locked(
         model.attach(runtime)  # optimiser state onto the device
         ckpt.restore_rng(document["rng"])
         seconds_before = float(document.get("train_seconds", 0.0))
-    config.save(run_dir / ckpt.CONFIG_FILE)  # on resume it records a raised budget
+    dist.broadcast_parameters(model)
+    dist.seed_rank(config.seed, model.step)
+    if dist.is_main:
+        config.save(run_dir / ckpt.CONFIG_FILE)  # on resume it records a raised budget
     if config.train.compile:
         for module in model.children():
             module.compile()  # in place: the state_dict keys (and so the checkpoints) stay the same
 
-    log = MetricsLog(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tensorboard")
-    log.truncate_after(model.step)
-    preview = _preview_batch(task, config.train.preview_count)
+    log = MetricsLog(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tensorboard") if dist.is_main else None
+    if log is not None:
+        log.truncate_after(model.step)
+    preview = _preview_batch(task, config.train.preview_count) if dist.is_main else {}
     loop = _Loop(config, run_dir, task, model, log, preview, seconds_before)
     loop.on_checkpoint = on_checkpoint
+    loop.dist = dist
     try:
         with _StopRequest() as stop:
-            stopped_by = loop.run(stop, progress)
+            stopped_by = loop.run(stop, progress and dist.is_main)
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     return TrainResult(run_dir, model, model.step, loop.total_seconds(), stopped_by)
+
+
+def runtime_for(config: RunConfig, dist: Distributed) -> Runtime:
+    """The Runtime the train section asks for on this rank's device."""
+    train = config.train
+    return Runtime.for_device(
+        dist.device,
+        train.precision,
+        channels_last=train.channels_last,
+        optimizer_kernel=optimizer_kernel(train.fused_optimizer, dist.device),
+        gradient_sync=dist.sync_gradients if dist.several else None,
+    )
+
+
+def optimizer_kernel(choice: str, device: torch.device) -> str:
+    """train.fused_optimizer resolved: auto is the fused Adam/AdamW/SGD step on CUDA and on CPUs (one kernel over
+    every tensor: torch's for-loop default costs a visible share of a small model's CPU step), else foreach."""
+    if choice != "auto":
+        return choice
+    return "fused" if device.type in ("cuda", "cpu") else "foreach"
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Rank 0, holding the lock: remove what killed saves left, and restart a set-up that never checkpointed."""
+    for temporary in remove_stale_temporaries(run_dir):  # the lock says no live process is writing them
+        tqdm.write(f"removed {temporary}, left by a save that was killed")
+    if not resume and (run_dir / ckpt.CONFIG_FILE).exists():
+        if not ckpt.unfinished_setup(run_dir):  # another process finished a set-up while we checked
+            raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        tqdm.write(f"{run_dir}: an earlier set-up stopped before the first checkpoint; starting it over")
+        for leftover in (ckpt.CONFIG_FILE, "metrics.csv"):
+            (run_dir / leftover).unlink(missing_ok=True)
 
 
 def check_resumable(document: dict, config: RunConfig, task: Task, path: Path) -> None:
@@ -200,13 +242,14 @@ class _Loop:
         self.log, self.preview, self.seconds_before = log, preview, seconds_before
         self.started = time.perf_counter()
         self.on_checkpoint: CheckpointHook | None = None
+        self.dist = Distributed(model.device)  # the trainer sets the real one
         self.hook_seconds = 0.0  # time spent in on_checkpoint, left out of the training time
 
     def total_seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started - self.hook_seconds
 
     def run_hook(self) -> None:
-        if self.on_checkpoint is None:
+        if self.on_checkpoint is None or not self.dist.is_main:  # evaluation runs on rank 0 only
             return
         started = time.perf_counter()
         was_training = self.model.training
@@ -234,11 +277,8 @@ class _Loop:
             dynamic_ncols=True,
             desc=f"{self.config.model} on {self.config.data.task}",
         )
-        stopped_by = "budget"
-        while self.budget_left():
-            if stop.requested:
-                stopped_by = "signal"
-                break
+        # Every rank takes the same decision (budgets by minutes and signals can differ between processes).
+        while self.dist.all_agree(self.budget_left() and not stop.requested):
             try:
                 self.one_step(bar)
             except ckpt.NonFiniteError as fault:
@@ -246,6 +286,7 @@ class _Loop:
                 bar.reset(total=train.step_budget())
                 bar.update(self.model.step)
         bar.close()
+        stopped_by = "signal" if self.budget_left() else "budget"  # the loop ends at the budget or on a stop
         try:
             self.require_finite_weights()
             self.save_preview()
@@ -263,7 +304,8 @@ class _Loop:
         batch = self.task.training_batch(
             self.model.step, train.batch_size, self.config.seed, unpaired=self.model.abilities.unpaired
         )
-        batch = {key: value.to(self.model.device, non_blocking=True) for key, value in batch.items()}
+        batch = self.dist.shard(batch, train.batch_size)  # this rank's rows of the step's global batch
+        batch = {key: self.to_device(value) for key, value in batch.items()}
         try:
             losses = self.model.training_step(batch)
         except RuntimeError as error:
@@ -278,10 +320,12 @@ class _Loop:
         # Losses are checked every step (they are floats already); weights only at log, preview and checkpoint
         # steps, because reducing every tensor of every network each step would cost a noticeable share of a
         # small model's step time. save_checkpoint checks the whole state again, so no non-finite one is saved.
+        losses = self.dist.mean_losses(losses)
         bad = [key for key, value in losses.items() if not math.isfinite(value)]
         if bad:
             raise ckpt.NonFiniteError(f"step {self.model.step}: {bad[0]} is {losses[bad[0]]}", bad)
         self.model.end_step()
+        self.dist.broadcast_norm_statistics(self.model)
         step = self.model.step
         for key, value in losses.items():
             self.sums[key] += value
@@ -299,7 +343,8 @@ class _Loop:
                 "images_per_s": round(self.count * train.batch_size / max(elapsed, 1e-9), 3),
             }
             row.update({key: total / self.count for key, total in self.sums.items()})
-            self.log.write(row)
+            if self.log is not None:
+                self.log.write(row)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "elapsed_s")})
             self.sums.clear()
             self.count, self.window_start = 0, time.perf_counter()
@@ -308,6 +353,17 @@ class _Loop:
         if at_checkpoint:
             self.save_checkpoint()
             self.run_hook()
+
+    def to_device(self, value: torch.Tensor) -> torch.Tensor:
+        """A batch field on the model's device: page-locked first for an asynchronous copy to CUDA
+        (train.pin_memory), image batches in channels_last when the weights are (train.channels_last)."""
+        device = self.model.device
+        if self.config.train.pin_memory and device.type == "cuda" and value.device.type == "cpu":
+            value = value.pin_memory()
+        value = value.to(device, non_blocking=True)
+        if self.model.runtime.channels_last and value.dim() == 4:
+            value = value.contiguous(memory_format=torch.channels_last)
+        return value
 
     def require_finite_weights(self) -> None:
         ckpt.require_finite(self.model.state_dict(), f"step {self.model.step}: weights")
@@ -343,9 +399,11 @@ class _Loop:
         load_state(self.model, document, path)
         self.model.attach(self.model.runtime)
         ckpt.restore_rng(document["rng"])
+        self.dist.seed_rank(self.config.seed, step)
         changes = scale_learning_rates(self.model, train.nan_lr_factor)
         self.rollbacks += 1
-        self.log.truncate_after(step)
+        if self.log is not None:
+            self.log.truncate_after(step)
         self.sums.clear()
         self.count, self.window_start = 0, time.perf_counter()
         tqdm.write(
@@ -354,13 +412,23 @@ class _Loop:
         )
 
     def save_preview(self) -> None:
+        if not self.dist.is_main:
+            return
         was_training = self.model.training
         rows = self.model.preview({k: v.to(self.model.device) for k, v in self.preview.items()})
         self.model.train(was_training)
-        save_grid(rows, self.run_dir / "samples" / f"step_{self.model.step:07d}.png")
+        save_preview_grid(
+            list(rows.values()),
+            list(rows),
+            self.run_dir / "samples" / f"step_{self.model.step:07d}.png",
+            f"{self.config.model} on {self.config.data.task}, step {self.model.step}",
+            legend=label_map_legend(self.task.spec),
+        )
 
     def save_checkpoint(self) -> None:
-        """Write last.pt, then link it as the numbered checkpoint of this step and prune old ones."""
+        """Write last.pt, then link it as the numbered checkpoint of this step and prune old ones (rank 0)."""
+        if not self.dist.is_main:
+            return
         payload = {
             "model": self.config.model,
             "config": self.config.to_dict(),
