@@ -79,7 +79,7 @@ class CycleGAN(GenerativeModel):
         # 100 epochs constant + 100 epochs decaying to zero; on the 400 facades that is 80k steps.
         "paper": {
             "data.image_size": 256,
-            "data.load_size": 286,
+            "data.load_scale": 286 / 256,  # the reference resizes 256 px images to 286, then crops 256
             "train.batch_size": 1,
             "train.steps": 80_000,
             "net.width": 64,
@@ -94,7 +94,6 @@ class CycleGAN(GenerativeModel):
         # 80,000 iterations; the architecture and losses stay the paper's.
         "seed": {
             "data.image_size": 256,
-            "data.load_size": 300,
             "train.batch_size": 1,
             "train.steps": 80_000,
             "net.width": 64,

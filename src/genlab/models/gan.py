@@ -293,7 +293,6 @@ class CGAN(AdversarialModel):
         "seed": {
             "data.task": "facades",
             "data.image_size": 256,
-            "data.load_size": 300,
             "train.batch_size": 1,
             "train.steps": 80_000,
             "net.width": 64,

@@ -48,7 +48,6 @@ class Pix2Pix(GenerativeModel):
         # The seed report (Tables 1-3): 256 px, batch 1, 80,000 iterations; `net.gan_loss=lsgan` is its L2+L1.
         "seed": {
             "data.image_size": 256,
-            "data.load_size": 300,
             "train.batch_size": 1,
             "train.steps": 80_000,
             "net.width": 64,

@@ -289,7 +289,6 @@ class CVAE(VariationalAutoencoder):
         # its Table 3 (batch 1, 80,000 iterations, lr 2e-4, betas 0.5 / 0.999), shared by its other models.
         "seed": {
             "data.image_size": 256,
-            "data.load_size": 300,
             "data.flip": True,
             "net.reconstruction": "l1",
             "net.beta": 1.0,
