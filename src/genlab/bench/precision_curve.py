@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'steps':>12}{'fp32':>12}{'bf16':>12}{'rel. gap':>10}")
     gaps = []
     for start in range(0, args.steps, args.window):
-        a, b = statistics.median(fp32[start : start + args.window]), statistics.median(bf16[start : start + args.window])
+        window = slice(start, start + args.window)
+        a, b = statistics.median(fp32[window]), statistics.median(bf16[window])
         gaps.append(abs(b - a) / abs(a))
         print(f"{start:>5}-{start + args.window - 1:<6}{a:>12.4f}{b:>12.4f}{gaps[-1]:>9.1%}")
     print(f"max relative gap between window medians: {max(gaps):.1%}")
