@@ -28,7 +28,13 @@ def test_unet_paper_layout_at_256():
     widths = [block[-2 if i not in (0, 7) else -1].out_channels for i, block in enumerate(net.encoder)]
     assert widths == [64, 128, 256, 512, 512, 512, 512, 512]  # C64-C128-C256-C512x5
     dropouts = [any(isinstance(m, torch.nn.Dropout) for m in block) for block in net.decoder]
-    assert dropouts == [True, True, True, False, False, False, False, False]
+    assert dropouts == [False, True, True, True, False, False, False, False]  # as the reference U-Net
+    innermost = UNetGenerator(3, 3, 8, width=8, dropout_blocks=3)
+    assert [any(isinstance(m, torch.nn.Dropout) for m in block) for block in innermost.decoder][:4] == [
+        True, True, True, False
+    ]
+    small = UNetGenerator(3, 3, 5, width=8)  # 32 px: the reference has no dropout there
+    assert not any(isinstance(m, torch.nn.Dropout) for m in small.modules())
 
 
 def test_unet_rejects_non_power_of_two():

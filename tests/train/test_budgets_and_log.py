@@ -78,3 +78,14 @@ def test_register_task_adds_and_refuses_clashes():
         tasks.unregister_task("my-task")
     with pytest.raises(GenlabError, match="unknown task 'my-task'"):
         get_task(build_run_config("pix2pix", "quick", {"data.task": "my-task"}).data)
+
+
+def test_pix2pix_decays_its_learning_rate_over_the_budget(tmp_path, toy_task):
+    config = build_run_config("pix2pix", "quick", {"data.task": toy_task, "data.image_size": 16},
+                              ["net.width=4", "net.lr_decay_start=0.5", "train.batch_size=2"])
+    set_budget(config.train, images=20)  # 10 steps: the last one runs at progress 9/10
+    result = train(config, tmp_path / "run", progress=False)
+    for optimizer in result.model.optimizers.values():
+        group = optimizer.param_groups[0]
+        assert group["initial_lr"] == 2e-4
+        assert group["lr"] == pytest.approx(2e-4 * (1 - 0.9) / 0.5)

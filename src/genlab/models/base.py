@@ -52,6 +52,17 @@ class Abilities:
         }[action]
 
 
+def linear_decay(progress: float, decay_start: float) -> float:
+    """1 until `progress` reaches `decay_start`, then linearly down to 0 at progress 1.
+
+    >>> [linear_decay(p, 0.5) for p in (0.0, 0.5, 0.75, 1.0)], linear_decay(0.9, 1.0)
+    ([1.0, 1.0, 0.5, 0.0], 1.0)
+    """
+    if progress <= decay_start or decay_start >= 1.0:
+        return 1.0
+    return max(0.0, (1.0 - progress) / (1.0 - decay_start))
+
+
 def cycle_labels(count: int, num_classes: int) -> torch.Tensor:
     """Labels 0, 1, ..., K-1, 0, 1, ... for `count` samples: every class equally often (int64, (count,))."""
     if num_classes < 1:
@@ -114,6 +125,8 @@ class GenerativeModel(nn.Module, ABC):
         self.runtime = Runtime(torch.device("cpu"))
         self._scalers: dict[str, torch.amp.GradScaler] = {}
         self.step = 0  # optimisation steps done; saved in the training state
+        # Fraction of the training budget spent, set by the trainer before each step (0 outside training).
+        self.budget_progress = 0.0
 
     @classmethod
     def build(cls, config: Any, spec: TaskSpec) -> GenerativeModel:
@@ -334,6 +347,15 @@ class GenerativeModel(nn.Module, ABC):
             scaler.update()
         else:
             optimizer.step()
+
+    def decay_learning_rates(self, decay_start: float) -> None:
+        """pix2pix's and CycleGAN's schedule over the trainer's budget (steps, images or minutes): the initial
+        LR until `decay_start` of the budget is spent, then linearly to zero at its end; 1.0 keeps it constant."""
+        factor = linear_decay(self.budget_progress, decay_start)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])  # saved with the optimiser: resume keeps it
+                group["lr"] = group["initial_lr"] * factor
 
     def end_step(self) -> None:
         """Called by the trainer after each training_step: advance the step count and the LR schedulers."""

@@ -22,7 +22,9 @@ class Pix2PixConfig:
     width: int = positive(64)  # generator and discriminator base width (ngf = ndf)
     norm: NormKind = "instance"
     dropout: float = unit_interval(0.5, high_open=True)
-    dropout_blocks: int = non_negative(3)  # decoder blocks with dropout, counted from the innermost
+    # Decoder blocks with dropout: None = where the reference implementation puts them (the depth - 5 blocks
+    # after the innermost: 3 at 256 px, none at 32 px); N = the N innermost decoder blocks.
+    dropout_blocks: int | None = non_negative(None)
     disc_layers: int = ranged(3, 1, 8)  # 3 -> the 70x70 PatchGAN
     gan_loss: GANMode = "vanilla"  # vanilla = BCE (paper); lsgan = the seed report's L2 variant
     lambda_l1: float = non_negative(100.0)
@@ -31,6 +33,9 @@ class Pix2PixConfig:
     beta2: float = unit_interval(0.999, high_open=True)
     # The paper halves D's objective to slow D relative to G.
     disc_loss_weight: float = positive(0.5)
+    # LR: constant, then linear to zero from this fraction of the training budget on (the reference: 100
+    # epochs constant + 100 decaying = 0.5); 1.0 = constant. Defined over the budget, so --minutes decays too.
+    lr_decay_start: float = unit_interval(0.5)
     # Dropout at inference gives pix2pix's (small) stochasticity; off by default for reproducible scores.
     dropout_at_inference: bool = False
 
@@ -97,6 +102,7 @@ class Pix2Pix(GenerativeModel):
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         source, target = batch["source"], batch["target"]  # (B, C, H, W) in [-1, 1]
         self.train()
+        self.decay_learning_rates(self.config.lr_decay_start)
         with self.autocast():
             fake = self.generator(source)
 

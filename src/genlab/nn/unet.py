@@ -18,12 +18,26 @@ def unet_depth(image_size: int) -> int:
     return depth
 
 
+def reference_dropout_blocks(depth: int) -> set[int]:
+    """Decoder blocks (0 = innermost) with dropout in the reference pix2pix U-Net: the `depth - 5` blocks of
+    8*width channels between the innermost block and the outer five levels (junyanz `UnetGenerator`).
+
+    At 32 px (depth 5) there are none: dropout there would act on 1x1 to 4x4 maps that the norm renormalises.
+
+    >>> sorted(reference_dropout_blocks(8)), sorted(reference_dropout_blocks(5))
+    ([1, 2, 3], [])
+    """
+    return set(range(1, max(1, depth - 4)))
+
+
 class UNetGenerator(nn.Module):
     """U-Net: `depth` stride-2 4x4 convs (C64-C128-C256-C512-C512...) mirrored by transposed convs with skips.
 
     Encoder widths double from `width` up to 8*width. The innermost and outermost encoder blocks have no norm
-    (a 1x1 map cannot be instance-normalised). The first `dropout_blocks` decoder blocks use dropout 0.5, the
-    noise source of pix2pix. The output goes through Tanh into [-1, 1].
+    (a 1x1 map cannot be instance-normalised). Dropout 0.5, the noise source of pix2pix: with `dropout_blocks`
+    None, where the reference implementation puts it (`reference_dropout_blocks`: the depth - 5 decoder blocks
+    after the innermost, so none at 32 px, 3 at 256 px); with an integer N, in the N innermost decoder blocks.
+    The output goes through Tanh into [-1, 1].
     """
 
     def __init__(
@@ -34,9 +48,12 @@ class UNetGenerator(nn.Module):
         width: int = 64,
         norm: NormKind = "instance",
         dropout: float = 0.5,
-        dropout_blocks: int = 3,
+        dropout_blocks: int | None = None,
     ) -> None:
         super().__init__()
+        with_dropout = (
+            reference_dropout_blocks(depth) if dropout_blocks is None else set(range(dropout_blocks))
+        ) if dropout > 0 else set()
         widths = [width * min(2**level, 8) for level in range(depth)]
         bias = conv_bias(norm)
         self.encoder = nn.ModuleList()
@@ -61,7 +78,7 @@ class UNetGenerator(nn.Module):
                 layers.append(nn.Tanh())
             else:
                 layers.append(norm_layer(norm, channels_out))
-                if index < dropout_blocks and dropout > 0:
+                if index in with_dropout:
                     layers.append(nn.Dropout(dropout))
             self.decoder.append(nn.Sequential(*layers))
 

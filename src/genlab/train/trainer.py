@@ -257,6 +257,18 @@ class _Loop:
         self.model.train(was_training)
         self.hook_seconds += time.perf_counter() - started
 
+    def budget_fraction(self) -> float:
+        """How much of the budget is spent, in [0, 1]: steps (or images) done, or minutes used, whichever is
+        further. Families with an LR decay define it over this, so a --minutes run decays too."""
+        train = self.config.train
+        fractions = [0.0]
+        step_budget = train.step_budget()
+        if step_budget:
+            fractions.append(self.model.step / step_budget)
+        if train.minutes:
+            fractions.append(self.total_seconds() / (train.minutes * 60))
+        return min(1.0, max(fractions))
+
     def budget_left(self) -> bool:
         train = self.config.train
         step_budget = train.step_budget()
@@ -307,6 +319,7 @@ class _Loop:
         batch = self.dist.shard(batch, train.batch_size)  # this rank's rows of the step's global batch
         batch = {key: self.to_device(value) for key, value in batch.items()}
         try:
+            self.model.budget_progress = self.budget_fraction()
             losses = self.model.training_step(batch)
         except RuntimeError as error:
             if self.model.step > 0:
