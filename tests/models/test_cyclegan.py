@@ -255,3 +255,11 @@ def test_paired_task_drawn_unpaired_is_unaligned_but_each_field_covers_its_epoch
     assert sorted(sources) == list(range(count)) and sorted(targets) == list(range(count))
     assert sources != targets  # the pairing is broken
     assert all(aligned)  # the default draw keeps pairs together
+
+
+def test_without_total_steps_the_lr_follows_the_trainers_budget():
+    model = _model(decay_start=0.5)
+    assert not model.schedulers
+    model.budget_progress = 0.75  # the trainer sets it: three quarters of the budget (steps, images or minutes)
+    model.training_step({"a": _images(1), "b": _images(1, seed=1)})
+    assert [opt.param_groups[0]["lr"] for opt in model.optimizers.values()] == pytest.approx([1e-4, 1e-4])

@@ -44,9 +44,10 @@ class CycleGANConfig:
     lr: float = positive(2e-4)
     beta1: float = unit_interval(0.5, high_open=True)
     beta2: float = unit_interval(0.999, high_open=True)
-    # LR schedule: constant for the first `decay_start` fraction of `total_steps`, then linear to zero at
-    # `total_steps`. The model is not told the trainer's budget, so presets set total_steps = train.steps;
-    # None keeps the LR constant. (The paper: 100 epochs constant + 100 decaying = decay_start 0.5.)
+    # LR schedule: constant for the first `decay_start` fraction of the training, then linear to zero at its
+    # end (the paper: 100 epochs constant + 100 decaying = decay_start 0.5). total_steps None (the default):
+    # over the trainer's budget (steps, images or minutes), so raising --steps or giving --minutes keeps it
+    # right; an integer fixes the schedule to that many steps whatever the budget.
     total_steps: int | None = positive(None)
     decay_start: float = unit_interval(0.5)
     # The D objective is halved to slow D relative to G (paper section 4).
@@ -85,7 +86,6 @@ class CycleGAN(GenerativeModel):
             "net.width": 64,
             "net.n_blocks": 9,
             "net.lr": 2e-4,
-            "net.total_steps": 80_000,
             "net.decay_start": 0.5,
         },
         # The seed report (000): its CycleGAN section 3.5 is a draft without settings (its note guesses "16
@@ -99,7 +99,6 @@ class CycleGAN(GenerativeModel):
             "net.width": 64,
             "net.n_blocks": 9,
             "net.lr": 2e-4,
-            "net.total_steps": 80_000,
             "net.decay_start": 0.5,
         },
         # Small and fast on 2 CPU cores (about 5 minutes, 0.15-0.2 s/step): 64 px, width 32, 6 blocks, the
@@ -110,7 +109,6 @@ class CycleGAN(GenerativeModel):
             "train.steps": 1500,
             "net.width": 32,
             "net.n_blocks": 6,
-            "net.total_steps": 1500,
             "net.decay_start": 0.5,
             "train.sample_every": 250,
             "train.checkpoint_every": 500,
@@ -152,17 +150,20 @@ class CycleGAN(GenerativeModel):
             "generators": torch.optim.Adam(generators, lr=config.lr, betas=betas),
             "discriminators": torch.optim.Adam(discriminators, lr=config.lr, betas=betas),
         }
-        self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: lr_factor(step, config.total_steps, config.decay_start)
-            )
-            for name, optimizer in self.optimizers.items()
-        }
+        if config.total_steps is not None:
+            self.schedulers = {
+                name: torch.optim.lr_scheduler.LambdaLR(
+                    optimizer, lambda step: lr_factor(step, config.total_steps, config.decay_start)
+                )
+                for name, optimizer in self.optimizers.items()
+            }
 
     # --- training ------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         real_a, real_b = domains(batch)  # (B, C_a, H, W), (B', C_b, H, W) in [-1, 1]
         self.train()
+        if self.config.total_steps is None:
+            self.decay_learning_rates(self.config.decay_start)
         # G step first (D frozen), then D step on pooled fakes of this step's generators (the paper's order).
         generator_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
         discriminator_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b)
@@ -305,7 +306,7 @@ def domains(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
 def check_config(config: CycleGANConfig) -> None:
     """Clear errors for values the schedule and losses cannot use."""
     if not 0.0 <= config.decay_start <= 1.0:
-        raise GenlabError(f"net.decay_start={config.decay_start}: expected a fraction of net.total_steps in [0, 1]")
+        raise GenlabError(f"net.decay_start={config.decay_start}: expected a fraction of the training in [0, 1]")
     if config.total_steps is not None and config.total_steps < 1:
         raise GenlabError(f"net.total_steps={config.total_steps}: expected a positive step count or None")
     for key, weight in {"lambda_cycle": config.lambda_cycle, "lambda_identity": config.lambda_identity}.items():
