@@ -159,6 +159,28 @@ def test_z_option_gives_the_same_images_and_unknown_options_are_named():
         translator.translate_batch(torch.zeros(1, 3, 16, 16), guidance_scale=2.0)
 
 
+def test_interpolation_walks_between_latent_codes():
+    from genlab.sample import interpolate
+
+    model = _model("cgan", LABELLED)
+    assert model.latent_shape() == (8,)
+    walk = interpolate(model, rows=2, columns=4, seed=3)
+    assert walk.shape == (8, 1, 16, 16)
+    codes = torch.randn(2, 8)
+    assert torch.equal(
+        model.sample_from_latents(codes, labels=torch.tensor([1, 2])), model.sample(2, torch.tensor([1, 2]), z=codes)
+    )
+
+
+@pytest.mark.parametrize("conditioning", ["channels", "projection"])
+def test_both_label_conditionings_make_d_see_the_label(conditioning):
+    discriminator = DCGANDiscriminator(1, 16, width=4, num_classes=10, conditioning=conditioning).eval()
+    images = torch.randn(2, 1, 16, 16)
+    if conditioning == "projection":  # starts small (N(0, 0.02)); give it weight to see
+        torch.nn.init.normal_(discriminator.projection.weight)
+    assert not torch.allclose(discriminator(images, torch.tensor([0, 0])), discriminator(images, torch.tensor([7, 7])))
+
+
 def test_stochastic_translation_differs_between_generators():
     model = _model("cgan", PAIRED)
     source = _batch(PAIRED, 2)["source"]

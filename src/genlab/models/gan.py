@@ -218,6 +218,15 @@ class AdversarialModel(GenerativeModel):
         labels = self.check_labels(labels, count)
         return self.run_generator(labels, self.latent(count, generator, z))
 
+    def latent_shape(self) -> tuple[int, ...]:
+        """One sample's z: (latent_dim,), walked by `genlab sample --interpolate` (slerp: z is Gaussian)."""
+        self.require("interpolate")
+        return (self.config.latent_dim,)
+
+    def sample_from_latents(self, latents: torch.Tensor, labels: torch.Tensor | None = None, **options) -> torch.Tensor:
+        """Images G(z | labels) (B, C, S, S) from given codes z (B, latent_dim): deterministic."""
+        return self.sample(len(latents), labels=labels, z=latents, **options)
+
     def translate_batch(self, source: torch.Tensor, generator: Generator | None = None, **options) -> torch.Tensor:
         """G(source, z) (B, C', S, S) in [-1, 1], z drawn from `generator` (another draw, another output) or `z=`."""
         self.require("translate")
