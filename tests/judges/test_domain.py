@@ -72,3 +72,39 @@ def test_fashion_mnist_classifier_reaches_88_percent(tmp_path):
         pytest.skip("Fashion-MNIST is not installed")
     network = domain.domain_network("fashion-mnist", 32, cache=tmp_path, progress=False)
     assert network.test_scores["accuracy"] >= 0.88
+
+
+def test_shipped_weights_are_used_without_training(tmp_path, monkeypatch):
+    import json
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained instead of using the shipped weights")
+
+    monkeypatch.setattr(domain, "_train", no_training)
+    network = domain.domain_network("facades-synth", 64, cache=tmp_path, progress=False)
+    index = json.loads((domain.SHIPPED_DIR / domain.SHIPPED_INDEX).read_text())
+    assert network.test_scores == index["facades-synth-segmenter-64px-seed0-v1"]["test_scores"]
+    assert network.test_accuracy > 0.9 and not list(tmp_path.iterdir())  # nothing written to the cache
+
+
+def test_damaged_shipped_weights_are_refused(tmp_path, monkeypatch):
+    import shutil
+
+    shipped = tmp_path / "weights"
+    shutil.copytree(domain.SHIPPED_DIR, shipped)
+    path = shipped / "facades-synth-segmenter-64px-seed0-v1.pt"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(domain, "SHIPPED_DIR", shipped)
+    with pytest.raises(GenlabError, match="damaged"):
+        domain.domain_network("facades-synth", 64, cache=tmp_path / "cache", progress=False)
+
+
+@pytest.mark.slow
+def test_shipped_weights_reproduce_from_their_recipe(tmp_path, monkeypatch):
+    """The shipped segmenter is what its recipe and seed train here: the same domain FID on every machine."""
+    shipped = torch.load(domain.SHIPPED_DIR / "facades-synth-segmenter-64px-seed0-v1.pt", weights_only=True)
+    monkeypatch.setattr(domain, "SHIPPED_DIR", tmp_path / "none")
+    retrained = domain.domain_network("facades-synth", 64, cache=tmp_path, progress=False)
+    assert retrained.test_scores == pytest.approx(shipped["test_scores"], abs=5e-3)

@@ -7,6 +7,7 @@ size and seed, with its own held-out accuracy on the real test split recorded be
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,15 @@ from genlab.config import DataConfig
 from genlab.data.tasks import Task, get_task
 from genlab.metrics.semantic import classification_accuracy, confusion_matrix, segmentation_scores
 from genlab.results import FeatureNetwork
-from genlab.utils import GenlabError, atomic_path, derive_seed, make_generator, seed_everything, uint8_to_signed
+from genlab.utils import (
+    GenlabError,
+    atomic_path,
+    atomic_write_text,
+    derive_seed,
+    make_generator,
+    seed_everything,
+    uint8_to_signed,
+)
 
 DOMAIN_VERSION = 1  # bump when the architectures or recipes change: old caches are then ignored
 DomainKind = Literal["classifier", "segmenter"]
@@ -185,19 +194,20 @@ def domain_network(
     cache: Path | None = None,
     progress: bool = True,
 ) -> DomainNetwork:
-    """The task's domain network: loaded from the cache, or trained on the real training split and cached."""
+    """The task's domain network: the weights shipped with genlab for this recipe and size, else the cache,
+    else trained on the real training split (deterministic given the recipe and seed) and cached."""
     from genlab.cache import cache_dir
 
     if task not in RECIPES:
         raise GenlabError(f"no domain network for task {task!r} (available for: {', '.join(RECIPES)})")
     recipe = RECIPES[task]
-    path = (
-        cache or cache_dir() / "domain"
-    ) / f"{recipe.data_task}-{recipe.kind}-{image_size}px-seed{seed}-v{DOMAIN_VERSION}.pt"
+    stem = weights_stem(recipe, image_size, seed)
+    path = (cache or cache_dir() / "domain") / f"{stem}.pt"
     data = get_task(DataConfig(task=recipe.data_task, image_size=image_size, data_root=data_root))
     net = _new_net(recipe, data)
-    if path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+    shipped = shipped_weights(recipe, stem)
+    if shipped is not None or path.is_file():
+        stored = torch.load(shipped or path, map_location="cpu", weights_only=True)
         net.load_state_dict(stored["state"])
         scores = stored["test_scores"]
     else:
@@ -208,6 +218,77 @@ def domain_network(
     net.to(device).eval()
     headline = scores["accuracy"] if recipe.kind == "classifier" else scores["pixel_accuracy"]
     return DomainNetwork(recipe.kind, task, image_size, seed, net, headline, scores)
+
+
+SHIPPED_DIR = Path(__file__).parent / "weights"  # small judges shipped in the package, with SHA-256 sums
+SHIPPED_INDEX = "weights.json"
+
+
+def weights_stem(recipe: DomainRecipe, image_size: int, seed: int) -> str:
+    return f"{recipe.data_task}-{recipe.kind}-{image_size}px-seed{seed}-v{DOMAIN_VERSION}"
+
+
+def shipped_weights(recipe: DomainRecipe, stem: str) -> Path | None:
+    """The packaged weights file for this network when genlab ships one trained with exactly this recipe;
+    a file whose SHA-256 differs from its record is an error (a damaged install), never silently used."""
+    import json
+
+    index_path = SHIPPED_DIR / SHIPPED_INDEX
+    if not index_path.is_file():
+        return None
+    entry = json.loads(index_path.read_text()).get(stem)
+    if entry is None or entry["recipe"] != dataclasses.asdict(recipe):
+        return None
+    path = SHIPPED_DIR / f"{stem}.pt"
+    from genlab.cache import sha256_of
+
+    if not path.is_file() or sha256_of(path) != entry["sha256"]:
+        raise GenlabError(f"{path}: the shipped domain network is missing or damaged (SHA-256 differs); reinstall")
+    return path
+
+
+def ship(task: str, image_size: int, seed: int = 0, data_root: str | None = None) -> Path:
+    """Train (or take from the cache) a domain network and add it to the package's shipped weights."""
+    import json
+
+    from genlab.cache import sha256_of
+
+    recipe = RECIPES[task]
+    stem = weights_stem(recipe, image_size, seed)
+    network = domain_network(task, image_size, seed, data_root)
+    SHIPPED_DIR.mkdir(exist_ok=True)
+    target = SHIPPED_DIR / f"{stem}.pt"
+    with atomic_path(target) as temporary:
+        torch.save({"state": network.net.state_dict(), "test_scores": network.test_scores}, temporary)
+    index_path = SHIPPED_DIR / SHIPPED_INDEX
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    index[stem] = {
+        "sha256": sha256_of(target),
+        "recipe": dataclasses.asdict(recipe),
+        "test_scores": network.test_scores,
+    }
+    atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m genlab.judges.domain TASK SIZE [--retrain]: (re)train a domain network and ship it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("task", choices=sorted(RECIPES))
+    parser.add_argument("size", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retrain", action="store_true", help="ignore the cache and shipped weights: train anew")
+    parser.add_argument("--data-root")
+    args = parser.parse_args(argv)
+    if args.retrain:
+        from genlab.cache import cache_dir
+
+        stem = weights_stem(RECIPES[args.task], args.size, args.seed)
+        (cache_dir() / "domain" / f"{stem}.pt").unlink(missing_ok=True)
+        (SHIPPED_DIR / f"{stem}.pt").unlink(missing_ok=True)
+    print(f"shipped {ship(args.task, args.size, args.seed, args.data_root)}")
 
 
 def _new_net(recipe: DomainRecipe, data: Task) -> nn.Module:
@@ -265,3 +346,7 @@ def _test_scores(net: nn.Module, recipe: DomainRecipe, data: Task, batch_size: i
         return {"accuracy": classification_accuracy(predicted, labels)}
     num_classes = len(data.spec.class_names)
     return segmentation_scores(confusion_matrix(predicted, labels, num_classes))
+
+
+if __name__ == "__main__":
+    main()
