@@ -89,3 +89,26 @@ def test_pix2pix_decays_its_learning_rate_over_the_budget(tmp_path, toy_task):
         group = optimizer.param_groups[0]
         assert group["initial_lr"] == 2e-4
         assert group["lr"] == pytest.approx(2e-4 * (1 - 0.9) / 0.5)
+
+
+LDM_SMALL = ["net.base_width=8", "net.channel_mults=[1,2]", "net.num_res_blocks=1", "net.timesteps=20",
+             "net.ae_width=8", "train.log_every=1", "train.preview_count=2", "net.preview_steps=2",
+             "data.train_limit=16", "data.task=facades-synth"]
+
+
+def test_ldm_stage_one_takes_a_fraction_of_any_budget(tmp_path):
+    config = build_run_config("ldm", "quick", {"data.image_size": 16, "train.batch_size": 2},
+                              LDM_SMALL + ["net.autoencoder_fraction=0.4"])
+    set_budget(config.train, images=20)  # 10 steps: the autoencoder for the first 4
+    result = train(config, tmp_path / "ldm", progress=False)
+    assert int(result.model.stage_two_step) == 4
+    columns = read_metrics(tmp_path / "ldm" / "metrics.csv")
+    assert [math.isnan(v) for v in columns["loss"]] == [True] * 4 + [False] * 6
+
+
+def test_ldm_refuses_a_budget_that_ends_before_its_diffusion_stage(tmp_path):
+    config = build_run_config("ldm", "quick", {"data.image_size": 16, "train.steps": 5}, LDM_SMALL +
+                              ["net.autoencoder_steps=5"])
+    with pytest.raises(GenlabError, match="ends before the diffusion stage"):
+        train(config, tmp_path / "ldm", progress=False)
+    assert not (tmp_path / "ldm" / "checkpoints").exists()

@@ -190,6 +190,7 @@ def run_benchmark(bench: BenchmarkConfig, out_dir: str | Path, progress: bool = 
     runs = plan(bench, out_dir)
     _check_state(bench, out_dir)
     started, done_seconds = time.perf_counter(), []
+    failures: dict[str, str] = {}
     for index, entry in enumerate(runs, start=1):
         finished = (entry.run_dir / COST_FILE).is_file()
         left = len(runs) - index + 1
@@ -202,16 +203,25 @@ def run_benchmark(bench: BenchmarkConfig, out_dir: str | Path, progress: bool = 
             f"{estimate}"
         )
         entry_started = time.perf_counter()
-        run_entry(entry, bench, index == 1, progress)
+        try:
+            run_entry(entry, bench, index == 1, progress)
+        except GenlabError as error:  # one family's failure is reported, not the end of the comparison
+            failures[entry.spec.name] = str(error)
+            tqdm.write(f"[{index}/{len(runs)}] {entry.spec.name} seed {entry.seed} failed: {error}")
+            continue
         done_seconds.append(time.perf_counter() - entry_started)
-    names = [entry.spec.name for entry in runs]
+    reported = [entry for entry in runs if entry.spec.name not in failures]
+    if not reported:
+        raise GenlabError(f"benchmark: every entry failed ({'; '.join(failures.values())})")
+    names = [entry.spec.name for entry in reported]
     tqdm.write(f"writing the report ({time.perf_counter() - started:.0f} s so far)")
     notes = [
         f"task {bench.task}, preset {bench.preset}, budget {_budget_text(bench)} per entry and seed, "
-        f"seeds {', '.join(map(str, bench.seeds))}; test scores on the first {bench.eval_limit or 'all'} test items"
+        f"seeds {', '.join(map(str, bench.seeds))}; test scores on the first {bench.eval_limit or 'all'} test items",
+        *(f"{name} failed and is left out: {reason}" for name, reason in failures.items()),
     ]
     return report_from_runs(
-        [entry.run_dir for entry in runs],
+        [entry.run_dir for entry in reported],
         out_dir,
         names=names,
         device=bench.device,
@@ -286,7 +296,7 @@ def validation_hook(entry: EntryRun, bench: BenchmarkConfig):
         path = run_dir / "eval" / f"val-step{model.step:07d}.json"
         if path.is_file() or not (model.can("translate") or model.can("sample")):
             return
-        if model.name == "ldm" and model.in_stage_one():
+        if model.name == "ldm" and model.latent_scale == 0:
             return  # no diffusion model to score yet
         model.eval()
         evaluate_model(model, task, options, run=str(run_dir)).save(path)

@@ -348,6 +348,10 @@ class GenerativeModel(nn.Module, ABC):
         else:
             optimizer.step()
 
+    def check_budget(self, step_budget: int | None) -> None:
+        """Called by the trainer before the first step with the step budget (None: minutes only): a family whose
+        budget cannot train what it promises says so here, before any time is spent."""
+
     def decay_learning_rates(self, decay_start: float) -> None:
         """pix2pix's and CycleGAN's schedule over the trainer's budget (steps, images or minutes): the initial
         LR until `decay_start` of the budget is spent, then linearly to zero at its end; 1.0 keeps it constant."""

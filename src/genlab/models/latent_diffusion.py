@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab import checkpoint
-from genlab.config import dataclass_from_dict, non_negative, positive, ranged
+from genlab.config import dataclass_from_dict, non_negative, positive, ranged, unit_interval
 from genlab.data.tasks import TaskSpec
 from genlab.models.base import Abilities, GenerativeModel, register_model
 from genlab.models.diffusion import DiffusionConfig, DiffusionModel
@@ -100,7 +100,10 @@ class LatentDiffusionConfig(DiffusionConfig):
     ae_kl_weight: float = non_negative(1e-6)
     ae_reconstruction: Literal["l1", "l2"] = "l1"
     ae_lr: float = positive(1e-3)
-    autoencoder_steps: int = non_negative(1000)  # stage one inside this run; 0 when the autoencoder comes from a run
+    # Stage one inside this run: a number of steps, or None for a fraction of the training budget (so a --minutes
+    # or --images budget always leaves time for the diffusion stage); 0 when the autoencoder comes from a run.
+    autoencoder_steps: int | None = non_negative(None)
+    autoencoder_fraction: float = unit_interval(0.3)
     autoencoder_run: str | None = None  # an `autoencoder` run directory to take the (frozen) autoencoder from
 
     def autoencoder_config(self) -> AutoencoderConfig:
@@ -139,7 +142,6 @@ class LatentDiffusion(DiffusionModel):
             "train.batch_size": 16,
             "train.steps": 3000,
             "net.ae_width": 32,
-            "net.autoencoder_steps": 1000,
             "train.sample_every": 500,
             "train.checkpoint_every": 500,
         },
@@ -167,6 +169,8 @@ class LatentDiffusion(DiffusionModel):
         self.optimizers["autoencoder"] = torch.optim.Adam(self.autoencoder.parameters(), lr=ae_config.lr)
         # 1 / std of the latents, measured on the first diffusion batch (CompVis `scale_by_std`); 0 = not yet.
         self.register_buffer("latent_scale", torch.zeros(()))
+        # The step at which the diffusion stage began (-1: not yet): saved, so a resume never re-decides it.
+        self.register_buffer("stage_two_step", torch.tensor(-1, dtype=torch.long))
         self.stage_one_steps = config.autoencoder_steps
         if config.autoencoder_run:
             self._load_autoencoder(config.autoencoder_run)
@@ -208,11 +212,27 @@ class LatentDiffusion(DiffusionModel):
         super().end_step()
 
     def in_stage_one(self) -> bool:
-        return self.step < self.stage_one_steps
+        """Whether the autoencoder is still training: before net.autoencoder_steps, or (None) until
+        net.autoencoder_fraction of the trainer's budget is spent."""
+        if self.stage_two_step >= 0:
+            return self.step < int(self.stage_two_step)
+        if self.stage_one_steps is not None:
+            return self.step < self.stage_one_steps
+        return self.budget_progress < self.config.autoencoder_fraction
+
+    def check_budget(self, step_budget: int | None) -> None:
+        if self.stage_one_steps and step_budget is not None and step_budget <= self.stage_one_steps:
+            raise GenlabError(
+                f"ldm: the budget of {step_budget} steps ends before the diffusion stage, which starts after "
+                f"net.autoencoder_steps={self.stage_one_steps}; raise the budget, lower net.autoencoder_steps, or "
+                "set it to null (stage one then takes net.autoencoder_fraction of the budget)"
+            )
 
     # --- training ---------------------------------------------------------------------------------------------
     def training_step(self, batch):
         images = batch[image_field(self.spec)]
+        if not self.in_stage_one() and self.stage_two_step < 0:
+            self.stage_two_step.fill_(self.step)
         if self.in_stage_one():
             return autoencoder_step(self, self.autoencoder, images, self.config.autoencoder_config())
         self.autoencoder.eval().requires_grad_(False)  # frozen from stage two on

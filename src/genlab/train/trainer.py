@@ -121,6 +121,7 @@ def _train_locked(
     seed_everything(config.seed)  # the same seed on every rank: identical initial weights
     task = get_task(config.data)
     model = build_model(config, task)
+    model.check_budget(config.train.step_budget())  # e.g. ldm: a budget that ends before its diffusion stage
     runtime = runtime_for(config, dist)
     model.attach(runtime)
 
