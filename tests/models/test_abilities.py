@@ -91,3 +91,18 @@ def test_a_stochastic_translation_does_not_depend_on_the_batch_size():
         ]
     )
     assert torch.allclose(together, apart, atol=1e-5)
+
+
+@pytest.mark.parametrize("family, mode", [("vae", "linear"), ("cvae", "linear"), ("dcgan", "slerp"), ("cgan", "slerp")])
+def test_gan_and_vae_walks_between_latent_codes(family, mode):
+    from genlab.sample import interpolate
+
+    torch.manual_seed(0)
+    model = build(family, LABELLED, "net.width=8")
+    assert model.abilities.interpolation == mode and model.can("interpolate")
+    walk = interpolate(model.eval(), rows=2, columns=5, seed=1)
+    assert walk.shape == (10, 1, 16, 16) and walk.abs().max() <= 1
+    assert torch.equal(walk, interpolate(model, rows=2, columns=5, seed=1))  # deterministic given the seed
+    ends = walk.view(2, 5, -1)
+    steps = (ends[:, 1:] - ends[:, :-1]).abs().mean(dim=-1)  # neighbouring points differ less than the ends
+    assert (steps < (ends[:, -1] - ends[:, 0]).abs().mean(dim=-1, keepdim=True) + 1e-6).all()

@@ -105,6 +105,10 @@ class VariationalAutoencoder(GenerativeModel):
         """The shape of one latent code z (without the batch dimension)."""
         return (self.config.latent_dim,)
 
+    def sample_from_latents(self, latents: torch.Tensor, labels: torch.Tensor | None = None, **options) -> torch.Tensor:
+        """Decode given codes z (B, latent_dim): the walk of `genlab sample --interpolate` (linear for a VAE)."""
+        return self.sample(len(latents), labels=labels, z=latents, **options)
+
     # --- conditioning ----------------------------------------------------------------------------------------
     def condition(
         self, source: torch.Tensor | None = None, labels: torch.Tensor | None = None
