@@ -31,6 +31,10 @@ def test_every_entry_gets_the_same_budget():
     assert {config.train.images for config in configs} == {640}
     assert all(config.train.steps is None and config.train.minutes is None for config in configs)
     assert {config.data.image_size for config in configs} == {32}
+    mixed = BenchmarkConfig(models=("pix2pix", "cgan"))  # their quick presets are 64 and 32 px
+    assert {entry_config(spec, 0, mixed).data.image_size for spec in mixed.specs()} == {64}
+    with pytest.raises(GenlabError, match="with --size"):
+        entry_config(ModelSpec.parse("cgan[data.image_size=32]"), 0, mixed)
     timed = BenchmarkConfig(models=("pix2pix",), budget_minutes=2.0)
     assert entry_config(timed.specs()[0], 1, timed).train.minutes == 2.0
     assert entry_config(timed.specs()[0], 1, timed).seed == 1

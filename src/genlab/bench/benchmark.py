@@ -134,6 +134,12 @@ class BenchmarkConfig:
         if self.checkpoints < 1:
             raise GenlabError(f"benchmark: checkpoints must be at least 1, got {self.checkpoints}")
 
+    def image_size(self) -> int:
+        """--size, else the task's usual size: 64 px for facades, 32 px for the Fashion-MNIST tasks (28 -> 32)."""
+        if self.size is not None:
+            return self.size
+        return 32 if self.task.startswith(("fashion-mnist", "edges2fashion")) else 64
+
     def specs(self) -> list[ModelSpec]:
         if self.models:
             return parse_models(",".join(self.models))
@@ -144,7 +150,7 @@ class BenchmarkConfig:
     def _data_probe(self):
         from genlab.config import DataConfig
 
-        return DataConfig(task=self.task, image_size=self.size or 64, data_root=self.data_root)
+        return DataConfig(task=self.task, image_size=self.image_size(), data_root=self.data_root)
 
 
 @dataclass
@@ -158,8 +164,14 @@ class EntryRun:
 
 
 def entry_config(spec: ModelSpec, seed: int, bench: BenchmarkConfig) -> RunConfig:
-    """The run config of an entry: the family's preset, the benchmark's task/size/seed/budget, the overrides."""
-    values = {"data.task": bench.task, "data.image_size": bench.size, "seed": seed, "data.data_root": bench.data_root}
+    """The run config of an entry: the family's preset, the benchmark's task/size/seed/budget, the overrides.
+
+    Every entry sees the same image size (presets differ: cgan's quick preset is 32 px for Fashion-MNIST), so
+    all are scored on the same test pairs; an override of data.image_size is refused for the same reason."""
+    if any(item.split("=", 1)[0].strip() == "data.image_size" for item in spec.overrides):
+        raise GenlabError(f"--models {spec.name}: set the image size for every entry with --size, not per entry")
+    values = {"data.task": bench.task, "data.image_size": bench.image_size(), "seed": seed,
+              "data.data_root": bench.data_root}
     config = build_run_config(spec.model, bench.preset, values, list(spec.overrides))
     set_budget(config.train, minutes=bench.budget_minutes, images=bench.budget_images)
     config.train.device = bench.device
