@@ -115,10 +115,10 @@ def test_translate_accepts_pil_single_tensor_and_batch():
     picture = Image.new("RGB", (50, 40), (200, 10, 10))
     output = model.translate(picture)
     assert isinstance(output, Image.Image) and output.size == (50, 40)  # back at the input size, as the CLI does
-    assert model.translate(torch.zeros(3, 32, 32)).shape == (3, 32, 32)
+    assert model.translate(torch.full((3, 32, 32), -0.5)).shape == (3, 32, 32)
     batch = model.translate(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
     assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.uint8
-    assert torch.equal(model.translate(torch.zeros(2, 3, 32, 32))[0], model.translate(torch.zeros(3, 32, 32)))
+    assert torch.equal(model.translate(torch.full((2, 3, 32, 32), -0.5))[0], model.translate(torch.full((3, 32, 32), -0.5)))
 
 
 def test_pix2pix_refuses_unpaired_tasks():
