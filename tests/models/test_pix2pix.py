@@ -118,7 +118,8 @@ def test_translate_accepts_pil_single_tensor_and_batch():
     assert model.translate(torch.full((3, 32, 32), -0.5)).shape == (3, 32, 32)
     batch = model.translate(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
     assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.uint8
-    assert torch.equal(model.translate(torch.full((2, 3, 32, 32), -0.5))[0], model.translate(torch.full((3, 32, 32), -0.5)))
+    grey = torch.full((3, 32, 32), -0.5)
+    assert torch.equal(model.translate(grey.expand(2, -1, -1, -1))[0], model.translate(grey))
 
 
 def test_pix2pix_refuses_unpaired_tasks():
