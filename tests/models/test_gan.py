@@ -286,5 +286,18 @@ def test_quick_cgan_samples_follow_their_labels_on_fashion_mnist(tmp_path):
     from genlab.train.trainer import train
 
     train(build_run_config("cgan", "quick"), tmp_path / "cgan", progress=False)
-    results = evaluate_run(tmp_path / "cgan", EvalOptions(features=("domain",)), device="cpu")
-    assert results["metrics"]["class_accuracy"]["value"] >= 0.8
+    result = evaluate_run(tmp_path / "cgan", EvalOptions(features=("domain",)), device="cpu")
+    assert result.score("class_accuracy").value >= 0.8
+
+
+@pytest.mark.slow
+def test_quick_cgan_beats_the_mean_photo_on_facades_synth(tmp_path):
+    from genlab.evaluate import EvalOptions, evaluate_run
+    from genlab.train.trainer import train
+
+    values = {"data.task": "facades-synth", "data.image_size": 64, "train.batch_size": 8, "train.steps": 2000}
+    train(build_run_config("cgan", "quick", values), tmp_path / "cgan", progress=False)
+    options = EvalOptions(features=(), lpips=False, diversity_inputs=0, baselines=True)
+    result = evaluate_run(tmp_path / "cgan", options, device="cpu")
+    mean_photo = next(score for score in result.baselines["mean_train_target"] if score.metric == "ssim")
+    assert result.score("ssim").value > mean_photo.value
