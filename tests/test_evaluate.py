@@ -97,3 +97,20 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
 def test_sampler_options_are_refused_for_models_without_a_sampler(facades_run):
     with pytest.raises(GenlabError, match="takes no sampler options"):
         evaluate_run(facades_run, EvalOptions(features=(), steps=10), device="cpu", write=False)
+
+
+def test_translation_progress_bar_names_the_direction(monkeypatch):
+    import genlab.evaluate as evaluate
+
+    seen = []
+
+    def fake_tqdm(iterable, desc=None, **kwargs):
+        seen.append(desc)
+        return iterable
+
+    monkeypatch.setattr(evaluate, "tqdm", fake_tqdm)
+    sources = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+    outputs = evaluate.translate_split(lambda batch, start: batch, sources, 2, desc="translating BtoA")
+    assert seen == ["translating BtoA"] and outputs.shape == sources.shape
+    evaluate.translate_split(lambda batch, start: batch, sources, 2)
+    assert seen[-1] == "translating"

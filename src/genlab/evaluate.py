@@ -139,12 +139,16 @@ def limited(data: ImageSplit, limit: int | None) -> ImageSplit:
 # --- translation ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def translate_split(
-    translator: Translator, sources: torch.Tensor, batch_size: int = 32, progress: bool = False
+    translator: Translator,
+    sources: torch.Tensor,
+    batch_size: int = 32,
+    progress: bool = False,
+    desc: str = "translating",
 ) -> torch.Tensor:
-    """uint8 sources (N, C, H, W) -> uint8 outputs, in batches."""
+    """uint8 sources (N, C, H, W) -> uint8 outputs, in batches; `desc` labels the progress bar."""
     outputs = []
     starts = range(0, len(sources), batch_size)
-    for start in tqdm(starts, desc="translating", leave=False, unit="batch", disable=not progress):
+    for start in tqdm(starts, desc=desc, leave=False, unit="batch", disable=not progress):
         batch = uint8_to_signed(sources[start : start + batch_size])
         outputs.append(signed_to_uint8(translator(batch, start)).cpu())
     return torch.cat(outputs)
@@ -183,7 +187,9 @@ def evaluate_translation(
         direction_option = {"direction": direction} if model.abilities.reverse else {}
         translator = model_translator(model, options.seed, **sampler, **direction_option)
         started = time.perf_counter()
-        outputs = translate_split(translator, inputs, options.batch_size, options.progress)
+        outputs = translate_split(
+            translator, inputs, options.batch_size, options.progress, desc=f"translating {direction}"
+        )
         if direction == "AtoB":
             seconds = time.perf_counter() - started
         prefix = "" if direction == "AtoB" else "BtoA."
