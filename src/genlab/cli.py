@@ -213,6 +213,12 @@ def _add_train(commands) -> None:
     train.add_argument("--config", help="start from a saved config.yaml instead of a preset")
     train.add_argument("--dry-run", action="store_true", help="check and print the resolved config, then exit")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--logger",
+        choices=["csv", "tensorboard", "wandb"],
+        help="also log to TensorBoard (RUN/tensorboard/) or an offline W&B run (RUN/wandb/); metrics.csv is always "
+        "written (sets train.logger; default csv)",
+    )
     train.set_defaults(handler=_train)
 
 
@@ -241,6 +247,7 @@ def _train(args) -> int:
         "train.on_nan": args.on_nan,
         "train.precision": args.precision,
         "train.compile": args.compile,
+        "train.logger": args.logger,
     }
     if args.resume:
         config = _resume_config(args, options)

@@ -22,6 +22,7 @@ from genlab.utils import GenlabError, atomic_write_text
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 OnNaN = Literal["stop", "rollback"]
 OptimizerKernel = Literal["auto", "fused", "foreach", "loop"]
+Logger = Literal["csv", "tensorboard", "wandb"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class TrainConfig:
     # auto: bf16 (or fp16) autocast on CUDA, fp32 elsewhere; bf16 also runs on CPUs; fp16 needs CUDA
     precision: Precision = "auto"
     log_every: int = ranged(25, 1)  # steps between rows of metrics.csv
+    # where rows and preview grids also go: metrics.csv is always written; tensorboard -> RUN/tensorboard/,
+    # wandb -> an offline W&B run in RUN/wandb/ (each needs its pip package)
+    logger: Logger = "csv"
     sample_every: int = ranged(500, 1)  # steps between preview grids in RUN/samples/
     checkpoint_every: int = ranged(1000, 1)  # steps between numbered checkpoints (last.pt is written with each)
     keep_checkpoints: int = ranged(3, 0)  # numbered checkpoints kept besides last.pt
@@ -371,6 +375,7 @@ RESUME_SAFE_KEYS = frozenset(
         "train.images",
         "train.device",
         "train.log_every",
+        "train.logger",
         "train.sample_every",
         "train.checkpoint_every",
         "train.keep_checkpoints",

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from genlab import checkpoint as ckpt
 from genlab.config import RESUME_SAFE_KEYS, RunConfig, flatten_config, resume_changes, validate_config
 from genlab.data.tasks import Task, get_task, label_map_legend
-from genlab.grid import save_preview_grid
+from genlab.grid import image_grid, save_preview_grid
 from genlab.models.base import GenerativeModel, Runtime, get_model_class
 from genlab.runs import load_run_config
 from genlab.train.distributed import Distributed
@@ -100,9 +100,10 @@ def train(
         return _train_locked(config, run_dir, resume, progress, on_checkpoint, dist)
     if resume:
         ckpt.require_run_dir(run_dir)
-    elif (run_dir / ckpt.CONFIG_FILE).exists() and not ckpt.unfinished_setup(run_dir):
-        raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    with ckpt.RunLock.acquire(run_dir) as lock:  # before anything else is written
+    # The lock first: a live writer is named (pid) before anything else is said or written.
+    with ckpt.RunLock.acquire(run_dir) as lock:
+        if not resume and (run_dir / ckpt.CONFIG_FILE).exists() and not ckpt.unfinished_setup(run_dir):
+            raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
         if lock.stale_message:
             tqdm.write(lock.stale_message)
         return _train_locked(config, run_dir, resume, progress, on_checkpoint, dist)
@@ -142,7 +143,7 @@ def _train_locked(
         for module in model.children():
             module.compile()  # in place: the state_dict keys (and so the checkpoints) stay the same
 
-    log = MetricsLog(run_dir / "metrics.csv", tensorboard_dir=run_dir / "tensorboard") if dist.is_main else None
+    log = MetricsLog(run_dir / "metrics.csv", config.train.logger, run_dir) if dist.is_main else None
     if log is not None:
         log.truncate_after(model.step)
     preview = _preview_batch(task, config.train.preview_count) if dist.is_main else {}
@@ -431,6 +432,8 @@ class _Loop:
         was_training = self.model.training
         rows = self.model.preview({k: v.to(self.model.device) for k, v in self.preview.items()})
         self.model.train(was_training)
+        if self.log is not None and self.log.sends_images:
+            self.log.log_image("preview", image_grid(list(rows.values())), self.model.step)  # uint8 (3, H, W)
         save_preview_grid(
             list(rows.values()),
             list(rows),
