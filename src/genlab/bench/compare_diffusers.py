@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from genlab.bench.speed import count_flops
+from genlab.bench.speed import count_flops, interleaved
 from genlab.data.tasks import TaskSpec
 from genlab.models.base import Runtime, get_model_class
 from genlab.utils import format_count
@@ -54,18 +53,6 @@ def diffusers_unet(size: int, widths: tuple[int, ...], attention_sizes: tuple[in
         norm_num_groups=8,
         attention_head_dim=16,
     )
-
-
-def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int) -> tuple[list[float], list[float]]:
-    """Seconds of A and of B, run A B A B ... after one untimed call of each."""
-    a(), b()
-    times_a, times_b = [], []
-    for _ in range(rounds):
-        for action, times in ((a, times_a), (b, times_b)):
-            start = time.perf_counter()
-            action()
-            times.append(time.perf_counter() - start)
-    return times_a, times_b
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 
+from genlab.bench.speed import interleaved
 from genlab.metrics.pixel import psnr, ssim
 from genlab.utils import make_generator
 
@@ -23,13 +23,7 @@ TOLERANCE = 1e-4
 
 def interleaved_ratio(a: Callable[[], object], b: Callable[[], object], rounds: int) -> tuple[float, float, float]:
     """(median seconds of A, of B, median of B/A per round), run A B A B ... after one untimed call of each."""
-    a(), b()
-    times_a, times_b = [], []
-    for _ in range(rounds):
-        for action, times in ((a, times_a), (b, times_b)):
-            start = time.perf_counter()
-            action()
-            times.append(time.perf_counter() - start)
+    times_a, times_b = interleaved(a, b, rounds)
     ratio = statistics.median(tb / ta for ta, tb in zip(times_a, times_b))
     return statistics.median(times_a), statistics.median(times_b), ratio
 

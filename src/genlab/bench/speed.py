@@ -93,6 +93,18 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 204
     return 2 * size**3 / statistics.median(seconds) / 1e9
 
 
+def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds of A and of B, run A B A B ... after one untimed call of each (so drift hits both alike)."""
+    a(), b()
+    times_a, times_b = [], []
+    for _ in range(rounds):
+        for action, times in ((a, times_a), (b, times_b)):
+            start = time.perf_counter()
+            action()
+            times.append(time.perf_counter() - start)
+    return times_a, times_b
+
+
 def count_flops(action: Callable[[], object]) -> float:
     """FLOPs of one call of `action` (matmuls and convolutions, forward and backward), by FlopCounterMode."""
     counter = FlopCounterMode(display=False)
