@@ -106,3 +106,15 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path):
     run_benchmark(bench, tmp_path / "bench", progress=False)
     with pytest.raises(GenlabError, match="budget_images differ"):
         run_benchmark(tiny(tmp_path, models=("pix2pix[net.width=4]",), budget_images=32), tmp_path / "bench")
+
+
+def test_the_benchmark_command_prints_its_results_table(tmp_path, capsys):
+    from genlab.cli import main
+
+    code = main(["benchmark", "--models", "pix2pix[net.width=4]", "--size", "16", "--budget-images", "8",
+                 "--eval-limit", "4", "--features", "none", "--out", str(tmp_path / "bench"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "## Results" in out and "| pix2pix [width=4] |" in out and "mean training target" in out
+    assert (tmp_path / "bench" / "report.html").is_file()
+    code = main(["benchmark", "--models", "pix2pix[width]", "--out", str(tmp_path / "other")])
+    assert code == 2 and "is not key=value" in capsys.readouterr().err
