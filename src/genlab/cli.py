@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(commands)
     _add_report(commands)
     _add_speed(commands)
+    _add_weights(commands)
     return parser
 
 
@@ -752,8 +753,17 @@ def _benchmark(args) -> int:
         device=args.device,
     )
     paths = run_benchmark(config, args.out, progress=not args.quiet)
+    print(_results_section(paths["markdown"]))
     print(f"wrote {paths['html']} and {paths['markdown']}")
     return 0
+
+
+def _results_section(markdown: Path) -> str:
+    """The results table of results.md (what a terminal user wants to see first)."""
+    lines = markdown.read_text().splitlines()
+    start = lines.index("## Results") if "## Results" in lines else 0
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(line for line in lines[start:end] if not line.startswith("| feature network"))
 
 
 def _add_report(commands) -> None:
@@ -828,4 +838,74 @@ def _export(args) -> int:
 
     weights, config = export_run(args.run, args.out, args.checkpoint)
     print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) and {config}")
+    return 0
+
+
+# --- weights ------------------------------------------------------------------------------------------------
+def _add_weights(commands) -> None:
+    weights = commands.add_parser(
+        "weights",
+        help="list, fetch, verify the optional pretrained networks (FID Inception, LPIPS)",
+        description="The pretrained networks genlab uses but does not ship: the FID InceptionV3 and the LPIPS "
+        "backbones and linear heads. `list` shows what each is for, where it is looked for and whether it is "
+        "present; `fetch NAME` downloads it into the cache; `verify` checks the present files' SHA-256; "
+        "`path NAME` prints where `fetch` puts it.",
+        epilog="examples:\n  genlab weights list\n  genlab weights fetch inception\n  genlab weights verify",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = weights.add_subparsers(title="actions", metavar="ACTION")
+    actions.add_parser("list", help="each network: purpose, where looked for, present?, checksum").set_defaults(
+        handler=_weights_list
+    )
+    fetch = actions.add_parser("fetch", help="download a network's files into the cache (verified)")
+    fetch.add_argument("name", help="inception, lpips-alex or lpips-vgg (see `genlab weights list`)")
+    fetch.set_defaults(handler=_weights_fetch)
+    actions.add_parser("verify", help="check the SHA-256 of every present weight file").set_defaults(
+        handler=_weights_verify
+    )
+    path = actions.add_parser("path", help="print where `fetch NAME` puts the network's files")
+    path.add_argument("name", help="inception, lpips-alex or lpips-vgg")
+    path.set_defaults(handler=_weights_path)
+    weights.set_defaults(handler=lambda args: weights.print_help() or 2)
+
+
+def _weights_list(args) -> int:
+    from genlab.metrics.weights import OPTIONAL_NETWORKS
+
+    for network in OPTIONAL_NETWORKS.values():
+        print(f"{network.name}: {network.title}")
+        print(f"  for: {network.purpose}")
+        for file in network.files:
+            present = file.present()
+            state = f"present at {present}" if present else "absent"
+            print(f"  {file.part}: {file.source.filename}  [{state}]")
+            print(f"    looked for in: {file.looked_for}, then {file.target()}, then torch.hub's cache")
+            print(f"    checksum: {file.expected_checksum()}  url: {file.source.download_url()}")
+    return 0
+
+
+def _weights_fetch(args) -> int:
+    from genlab.metrics.weights import fetch_network
+
+    for path in fetch_network(args.name):
+        print(f"ok {path}")
+    return 0
+
+
+def _weights_verify(args) -> int:
+    from genlab.metrics.weights import verify_present
+
+    results = verify_present()
+    if not results:
+        print("no weight files present (see `genlab weights list`)")
+    for name, path, problem in results:
+        print(f"{'ok' if problem is None else 'BAD'} {name} {path}" + ("" if problem is None else f": {problem}"))
+    return 1 if any(problem is not None for _, _, problem in results) else 0
+
+
+def _weights_path(args) -> int:
+    from genlab.metrics.weights import optional_network
+
+    for file in optional_network(args.name).files:
+        print(file.target())
     return 0

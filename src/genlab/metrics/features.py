@@ -17,6 +17,7 @@ can feed the FID / KID / IS code:
 from __future__ import annotations
 
 import os
+import urllib.error
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,19 +311,37 @@ def torch_hub_checkpoint(filename: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
+def failure_reason(error: BaseException) -> str:
+    """A download failure in a few words: the network error behind a fetch_file GenlabError, else the error."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    if isinstance(cause, urllib.error.HTTPError):
+        return f"HTTP {cause.code} {cause.reason}"
+    return str(getattr(cause, "reason", None) or cause)
+
+
+def weights_hint(name: str, source: WeightSource, also: str) -> str:
+    """The last line of a missing-weights message: the official file, where else it may be named, what to do."""
+    target = weights_cache_dir() / source.filename
+    return (
+        f"{source.filename} ({source.url}) may also be given by {also}: run `genlab weights fetch {name}` "
+        f"or put the file at {target}"
+    )
+
+
 def download_weights(source: WeightSource, destination: Path, how_to: str) -> Path:
-    """Download `source` to `destination` and check its SHA-256 prefix; offline -> FeatureWeightsMissing(how_to)."""
+    """Download `source` to `destination` and check its SHA-256 prefix; offline -> FeatureWeightsMissing: one line
+    saying what failed, then `how_to` (see weights_hint)."""
     url = source.download_url()
     try:
         # The hub naming convention puts the first hex digits of the SHA-256 in the file name: anything else (an
         # HTML page from a captive portal, another file) is rejected before it is recorded or kept.
         fetch_file(url, destination, expected_sha256=source.sha256_prefix, description=source.filename)
-    except OSError as error:
-        raise FeatureWeightsMissing(f"{how_to} (download of {url} failed: {error})") from error
-    except GenlabError as error:
-        if destination.exists():
+    except (OSError, GenlabError) as error:
+        if isinstance(error, GenlabError) and destination.exists():
             raise
-        raise FeatureWeightsMissing(f"{how_to} (download of {url} failed: {error})") from error
+        raise FeatureWeightsMissing(
+            f"{source.filename}: download of {url} failed ({failure_reason(error)})\n{how_to}"
+        ) from error
     return destination
 
 
@@ -344,7 +363,7 @@ def locate_weights(
         if given:
             path = Path(given).expanduser()
             if not path.is_file():
-                raise FeatureWeightsMissing(f"{source.filename}: {origin} {str(path)!r} is not a file. {how_to}")
+                raise FeatureWeightsMissing(f"{source.filename}: {origin} {str(path)!r} is not a file\n{how_to}")
             return path
     for candidate in candidates:
         if candidate.is_file():
@@ -415,12 +434,8 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def inception_how_to() -> str:
-    """The message telling a user how to supply the FID Inception weights."""
-    target = weights_cache_dir() / INCEPTION_FILENAME
-    return (
-        f"The FID Inception weights are missing. Download {INCEPTION_URL} (about 95 MB) and either put it at "
-        f"{target}, pass --inception-weights PATH, or set GENLAB_INCEPTION_WEIGHTS=PATH"
-    )
+    """The last line of the message telling a user how to supply the FID Inception weights."""
+    return weights_hint("inception", INCEPTION_SOURCE, "--inception-weights PATH or $GENLAB_INCEPTION_WEIGHTS")
 
 
 def load_inception(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> FIDInceptionV3:
@@ -481,6 +496,7 @@ __all__ = [
     "FeatureExtractor",
     "FeatureWeightsMissing",
     "INCEPTION_FILENAME",
+    "INCEPTION_SOURCE",
     "INCEPTION_URL",
     "WeightSource",
     "extract_features",

@@ -30,7 +30,7 @@ from genlab.metrics.features import (
     load_weights_into,
     locate_weights,
     prepare_images,
-    weights_cache_dir,
+    weights_hint,
 )
 from genlab.utils import GenlabError
 
@@ -232,16 +232,26 @@ def _lpips_package_heads(net: str) -> Path | None:
     return None
 
 
-def lpips_how_to(spec: LPIPSNetSpec) -> str:
-    """The message telling a user how to supply the LPIPS weights of `spec`."""
-    cache = weights_cache_dir()
-    return (
-        f"The LPIPS-{spec.name} weights are missing. Download the backbone {spec.backbone.url} and the linear "
-        f"heads {spec.heads.url} (also shipped in the lpips pip package as lpips/weights/v0.1/{spec.name}.pth), "
-        f"then put them in {cache} (as {spec.backbone.filename} and {spec.heads.filename}), or in a directory "
-        f"named by GENLAB_LPIPS_WEIGHTS_DIR (as {spec.backbone.filename} and {spec.name}.pth), "
-        "or pass their paths to load_lpips"
-    )
+def lpips_how_to(spec: LPIPSNetSpec, source: WeightSource) -> str:
+    """The last line of the message telling a user how to supply one LPIPS weight file of `spec`."""
+    if source is spec.heads:
+        also = (f"$GENLAB_LPIPS_WEIGHTS_DIR/{spec.name}.pth, the lpips pip package "
+                f"(lpips/weights/v0.1/{spec.name}.pth) or load_lpips(heads_path=)")
+    else:
+        also = f"$GENLAB_LPIPS_WEIGHTS_DIR/{source.filename} or load_lpips(backbone_path=)"
+    return weights_hint(f"lpips-{spec.name}", source, also)
+
+
+def lpips_candidates(spec: LPIPSNetSpec) -> tuple[list[Path], list[Path]]:
+    """Where the backbone and the heads of `spec` are looked for before genlab's cache (the weights directory
+    `$GENLAB_LPIPS_WEIGHTS_DIR`, an installed lpips package's heads)."""
+    directory = os.environ.get("GENLAB_LPIPS_WEIGHTS_DIR")
+    backbone = [Path(directory) / spec.backbone.filename] if directory else []
+    heads = [Path(directory) / f"{spec.name}.pth", Path(directory) / spec.heads.filename] if directory else []
+    package_heads = _lpips_package_heads(spec.name)
+    if package_heads is not None:
+        heads.append(package_heads)
+    return backbone, heads
 
 
 def load_lpips(
@@ -262,20 +272,12 @@ def load_lpips(
     >>> lpips = load_lpips("vgg", device="cuda")       # doctest: +SKIP
     """
     spec = lpips_net_spec(net)
-    how_to = lpips_how_to(spec)
-    directory = os.environ.get("GENLAB_LPIPS_WEIGHTS_DIR")
-    backbone_candidates = [Path(directory) / spec.backbone.filename] if directory else []
-    heads_candidates = (
-        [Path(directory) / f"{spec.name}.pth", Path(directory) / spec.heads.filename] if directory else []
-    )
-    package_heads = _lpips_package_heads(spec.name)
-    if package_heads is not None:
-        heads_candidates.append(package_heads)
-
+    backbone_candidates, heads_candidates = lpips_candidates(spec)
     model = LPIPS(spec.name)
-    backbone_file = locate_weights(spec.backbone, backbone_path, how_to, candidates=backbone_candidates)
+    backbone_how_to = lpips_how_to(spec, spec.backbone)
+    backbone_file = locate_weights(spec.backbone, backbone_path, backbone_how_to, candidates=backbone_candidates)
     load_weights_into(model.net, backbone_file, ignore_prefixes=("classifier.",))
-    heads_file = locate_weights(spec.heads, heads_path, how_to, candidates=heads_candidates)
+    heads_file = locate_weights(spec.heads, heads_path, lpips_how_to(spec, spec.heads), candidates=heads_candidates)
     load_weights_into(model.heads, heads_file)
     return freeze(model).to(device)
 
