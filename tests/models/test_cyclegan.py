@@ -263,3 +263,14 @@ def test_without_total_steps_the_lr_follows_the_trainers_budget():
     model.budget_progress = 0.75  # the trainer sets it: three quarters of the budget (steps, images or minutes)
     model.training_step({"a": _images(1), "b": _images(1, seed=1)})
     assert [opt.param_groups[0]["lr"] for opt in model.optimizers.values()] == pytest.approx([1e-4, 1e-4])
+
+
+def test_translate_reads_each_direction_in_its_own_domain():
+    model = _model(channels=(1, 3), lambda_identity=0.0).eval()
+    garments = _images(2, channels=3)
+    edges = model.translate(garments, direction="BtoA")  # domain-B images in, domain-A images out
+    assert edges.shape == (2, 1, 16, 16)
+    assert torch.allclose(edges, model.translate_batch(garments, direction="BtoA"))
+    assert model.translate(_images(2, channels=1)).shape == (2, 3, 16, 16)
+    with pytest.raises(GenlabError, match="direction"):
+        model.translate(garments, direction="sideways")

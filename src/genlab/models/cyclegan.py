@@ -22,7 +22,7 @@ from genlab.models.losses import GANLoss, GANMode
 from genlab.nn.layers import NormKind, init_gan_weights
 from genlab.nn.patchgan import PatchDiscriminator, max_patchgan_layers
 from genlab.nn.resnet_generator import ResnetGenerator, resnet_blocks
-from genlab.utils import GenlabError, derive_seed, to_model_batch
+from genlab.utils import GenlabError, derive_seed
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -251,18 +251,6 @@ class CycleGAN(GenerativeModel):
             output = network(source.to(self.device))
         network.train(was_training)
         return output.float()
-
-    def translate(
-        self, source: Any, generator: torch.Generator | None = None, direction: str = "AtoB", **options
-    ) -> Any:
-        """As `GenerativeModel.translate`, in either direction: BtoA takes domain-B images (target channels)."""
-        self.generator_for(direction)  # a bad direction fails before any conversion
-        self.require("translate" if direction == "AtoB" else "reverse")
-        fields = ("source", "a") if direction == "AtoB" else ("target", "b")
-        channels = self.spec.source_channels if direction == "AtoB" else self.spec.target_channels
-        nearest = any(name in self.spec.label_map_fields for name in fields)
-        batch, restore = to_model_batch(source, channels, self.spec.image_size, nearest)
-        return restore(self.translate_batch(batch.to(self.device), generator, direction=direction, **options))
 
     def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rows real A | G_AB(A) | G_BA(G_AB(A)) | real B | G_BA(B) (paired tasks: input | output | target)."""
