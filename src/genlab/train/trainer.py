@@ -360,7 +360,11 @@ class _Loop:
             row.update({key: total / self.count for key, total in self.sums.items()})
             if self.log is not None:
                 self.log.write(row)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "elapsed_s")})
+            postfix = {k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "elapsed_s")}
+            if self.config.train.minutes:  # a time budget: say how much of it is left
+                left = max(0.0, self.config.train.minutes * 60 - self.total_seconds())
+                postfix["left"] = f"{int(left // 60)}m{int(left % 60):02d}s"
+            bar.set_postfix(postfix)
             self.sums.clear()
             self.count, self.window_start = 0, time.perf_counter()
         if at_sample:
