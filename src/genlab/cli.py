@@ -698,7 +698,7 @@ def _add_benchmark(commands) -> None:
         description="The main job. Each entry (a family, or a family with overrides) is trained for the same "
         "budget on the same task and split, scored with the same seeds and sample counts, and compared in "
         "OUT/report.html (self-contained), OUT/results.md and OUT/results.json; baselines (mean training image, "
-        "nearest neighbour) are scored beside them. Paired metrics carry bootstrap 95%% intervals; a winner is "
+        "nearest neighbour) are scored beside them. Paired metrics carry bootstrap 95% intervals; a winner is "
         "named only where intervals separate. Rerunning with the same --out skips finished entries and resumes "
         "the one in progress.",
         epilog="examples:\n"
