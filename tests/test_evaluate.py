@@ -114,3 +114,20 @@ def test_translation_progress_bar_names_the_direction(monkeypatch):
     assert seen == ["translating BtoA"] and outputs.shape == sources.shape
     evaluate.translate_split(lambda batch, start: batch, sources, 2)
     assert seen[-1] == "translating"
+
+
+def test_each_feature_network_is_loaded_once_per_evaluation(facades_run, tiny_domain_recipes, monkeypatch):
+    import genlab.evaluate as evaluate
+
+    calls = []
+    original = evaluate.feature_network
+
+    def counting(space, task, options):
+        calls.append(space)
+        return original(space, task, options)
+
+    monkeypatch.setattr(evaluate, "feature_network", counting)
+    options = EvalOptions(features=("domain", "inception"), baselines=True, limit=6, diversity_inputs=0, lpips=False)
+    result = evaluate_run(facades_run, options, device="cpu", write=False)
+    assert sorted(calls) == ["domain", "inception"]  # the model and all three baselines share them
+    assert result.baselines["nearest_neighbour"][0].metric == "psnr"

@@ -95,19 +95,52 @@ def eval_file_name(result: EvalResult) -> str:
     return name + ".json"
 
 
+class Judges:
+    """The feature networks one evaluation scores with, each loaded once, and the features of the real image sets
+    it compares against, extracted once: a model and its baselines (and, when the caller keeps one Judges, a run's
+    successive checkpoints) are judged against the same references."""
+
+    def __init__(self, task: Task, options: EvalOptions) -> None:
+        self.task, self.options = task, options
+        self._networks: dict[str, tuple[Any, Any]] = {}
+        self._real: dict[tuple, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+
+    def network(self, space: str) -> tuple[Any, Any]:
+        """`feature_network(space, ...)`, loaded on first use."""
+        if space not in self._networks:
+            self._networks[space] = feature_network(space, self.task, self.options)
+        return self._networks[space]
+
+    def real_features(self, space: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The features of a real uint8 image set in `space` (whose network must be available)."""
+        key = (space, images.data_ptr(), tuple(images.shape), tuple(images.stride()))
+        if key not in self._real:  # the images are kept with their features, so the key cannot be reused
+            extractor, _ = self.network(space)
+            self._real[key] = (images, suite.features_of(extractor, images))
+        return self._real[key][1]
+
+
 def evaluate_model(
-    model: GenerativeModel, task: Task, options: EvalOptions, run: str = "", step: int | None = None
+    model: GenerativeModel,
+    task: Task,
+    options: EvalOptions,
+    run: str = "",
+    step: int | None = None,
+    judges: Judges | None = None,
 ) -> EvalResult:
-    """Score a model on `options.split` of its task: translation or generation, whichever the model does."""
+    """Score a model on `options.split` of its task: translation or generation, whichever the model does.
+
+    `judges` (for the same task and options) lets repeated evaluations share loaded networks and references."""
     sampler = options.sampler_options()
     if sampler and not model.abilities.sampler_options:
         raise GenlabError(f"model {model.name!r} takes no sampler options (got {', '.join(sampler)})")
     data = limited(task.split(options.split), options.limit)
+    judges = judges or Judges(task, options)
     started = time.perf_counter()
     if model.can("translate"):
-        count, scores, baselines, seconds = evaluate_translation(model, task, data, options)
+        count, scores, baselines, seconds = evaluate_translation(model, task, data, options, judges)
     elif model.can("sample"):
-        count, scores, baselines, seconds = evaluate_generation(model, task, data, options)
+        count, scores, baselines, seconds = evaluate_generation(model, task, data, options, judges)
     else:
         raise GenlabError(f"evaluate: model {model.name!r} ({model.purpose}) neither translates nor samples")
     return EvalResult(
@@ -172,7 +205,7 @@ def direction_fields(task: Task) -> dict[str, tuple[str, str]]:
 
 
 def evaluate_translation(
-    model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions
+    model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions, judges: Judges
 ) -> tuple[int, list[Score], dict[str, list[Score]], float]:
     """Scores of AtoB (and BtoA for models with a reverse generator) translations, plus the baselines."""
     sampler = options.sampler_options()
@@ -195,7 +228,7 @@ def evaluate_translation(
         prefix = "" if direction == "AtoB" else "BtoA."
         # The domain networks judge the task's targets (photos, garments), so BtoA gets pixel metrics only.
         judged = options if direction == "AtoB" else replace(options, features=())
-        scores += score_translations(outputs, references, inputs, task, judged, paired=paired, prefix=prefix)
+        scores += score_translations(outputs, references, inputs, judged, judges, paired=paired, prefix=prefix)
     if options.diversity_inputs and model.abilities.stochastic:
         count = min(options.diversity_inputs, len(data))
         sources = data.fields[direction_fields(task)["AtoB"][0]][:count]
@@ -204,11 +237,13 @@ def evaluate_translation(
         runs = [translate_split(translator, sources, options.batch_size) for translator in translators]
         scores.append(suite.diversity_score(runs))
     if options.baselines:
-        baselines = translation_baselines(task, data, options)
+        baselines = translation_baselines(task, data, options, judges)
     return len(data), scores, baselines, seconds
 
 
-def translation_baselines(task: Task, data: ImageSplit, options: EvalOptions) -> dict[str, list[Score]]:
+def translation_baselines(
+    task: Task, data: ImageSplit, options: EvalOptions, judges: Judges
+) -> dict[str, list[Score]]:
     """The mean training target and the nearest neighbour, scored with every metric that applies to them; for
     label-map tasks also the real photos' FCN-score (the ceiling a translator can reach)."""
     input_field, reference_field = direction_fields(task)["AtoB"]
@@ -217,7 +252,7 @@ def translation_baselines(task: Task, data: ImageSplit, options: EvalOptions) ->
     quiet = replace(options, diversity_inputs=0)
     baselines = {
         name: score_translations(
-            translate_split(baseline, inputs, options.batch_size), references, inputs, task, quiet, paired=paired
+            translate_split(baseline, inputs, options.batch_size), references, inputs, quiet, judges, paired=paired
         )
         for name, baseline in (
             ("mean_train_target", mean_target_baseline(task)),
@@ -225,7 +260,7 @@ def translation_baselines(task: Task, data: ImageSplit, options: EvalOptions) ->
         )
     }
     if paired and "domain" in options.features:
-        judge, network = feature_network("domain", task, options)
+        judge, network = judges.network("domain")
         if judge is not None and judge.kind == "segmenter":
             baselines["real_target"] = suite.fcn_scores(judge, network, references, inputs)
     return baselines
@@ -235,8 +270,8 @@ def score_translations(
     outputs: torch.Tensor,
     targets: torch.Tensor,
     sources: torch.Tensor,
-    task: Task,
     options: EvalOptions,
+    judges: Judges,
     paired: bool = True,
     prefix: str = "",
 ) -> list[Score]:
@@ -247,13 +282,12 @@ def score_translations(
         metrics = suite.PAIRED_METRICS if options.lpips else ("psnr", "ssim", "ms_ssim")
         scores += suite.paired_scores(outputs, targets, metrics, lpips_loader=load_lpips, prefix=prefix)
     for space in options.features:
-        extractor, network = feature_network(space, task, options)
+        extractor, network = judges.network(space)
         if extractor is None:
             scores.append(skipped(f"{prefix}{space}.fid", network))
             continue
-        scores += suite.distribution_scores(
-            outputs, targets, extractor, network, seed=options.seed, space=prefix + space
-        )
+        real = judges.real_features(space, targets)
+        scores += suite.distribution_scores(outputs, real, extractor, network, seed=options.seed, space=prefix + space)
         if space == "domain" and extractor.kind == "segmenter" and paired:
             scores += suite.fcn_scores(extractor, network, outputs, sources)
     return scores
@@ -309,7 +343,7 @@ def nearest_index(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 256) -
 
 # --- generation -------------------------------------------------------------------------------------------------
 def evaluate_generation(
-    model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions
+    model: GenerativeModel, task: Task, data: ImageSplit, options: EvalOptions, judges: Judges
 ) -> tuple[int, list[Score], dict[str, list[Score]], float]:
     """Distribution scores of `count` samples against as many real test images, class accuracy when
     class-conditional, and (with baselines) the same scores of real training images: the real-vs-real floor."""
@@ -321,26 +355,34 @@ def evaluate_generation(
         model, count, labels, options.seed, options.batch_size, progress=options.progress, **options.sampler_options()
     )
     seconds = time.perf_counter() - started
-    scores = score_samples(signed_to_uint8(samples).cpu(), real, labels, task, options)
+    scores = score_samples(signed_to_uint8(samples).cpu(), real, labels, task, options, judges)
     baselines = {}
     if options.baselines:
         train_images = task.split("train").fields["image"]
-        baselines["train_images"] = score_samples(train_images[:count], real, None, task, options)
+        baselines["train_images"] = score_samples(train_images[:count], real, None, task, options, judges)
     return count, scores, baselines, seconds
 
 
 def score_samples(
-    samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None, task: Task, options: EvalOptions
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    labels: torch.Tensor | None,
+    task: Task,
+    options: EvalOptions,
+    judges: Judges,
 ) -> list[Score]:
     """Each feature space's distribution metrics of uint8 samples vs real images, and class accuracy."""
     scores: list[Score] = []
     for space in options.features:
-        extractor, network = feature_network(space, task, options)
+        extractor, network = judges.network(space)
         if extractor is None:
             scores.append(skipped(f"{space}.fid", network))
             continue
         fake_features = suite.features_of(extractor, samples)
-        scores += suite.distribution_scores(fake_features, real, extractor, network, seed=options.seed, space=space)
+        real_features = judges.real_features(space, real)
+        scores += suite.distribution_scores(
+            fake_features, real_features, extractor, network, seed=options.seed, space=space
+        )
         if labels is not None and space == "domain" and extractor.kind == "classifier":
             predicted = fake_features["probs"].argmax(dim=1)
             scores.append(suite.class_accuracy(predicted, labels, network, task.spec.num_classes))

@@ -28,7 +28,7 @@ from genlab.api import load_run
 from genlab.bench.report import COST_FILE, Cost, report_from_runs
 from genlab.config import RunConfig, apply_override, set_budget
 from genlab.data.tasks import get_task
-from genlab.evaluate import EvalOptions, evaluate_model, evaluate_run
+from genlab.evaluate import EvalOptions, Judges, evaluate_model, evaluate_run
 from genlab.models import get_model_class
 from genlab.models.base import GenerativeModel
 from genlab.runs import build_run_config
@@ -303,6 +303,7 @@ def validation_hook(entry: EntryRun, bench: BenchmarkConfig):
         progress=False,
     )
     task = get_task(entry.config.data)
+    judges = Judges(task, options)  # the judge and the val references are loaded once for every checkpoint
 
     def hook(model: GenerativeModel, run_dir: Path) -> None:
         path = run_dir / "eval" / f"val-step{model.step:07d}.json"
@@ -311,7 +312,7 @@ def validation_hook(entry: EntryRun, bench: BenchmarkConfig):
         if model.name == "ldm" and model.latent_scale == 0:
             return  # no diffusion model to score yet
         model.eval()
-        evaluate_model(model, task, options, run=str(run_dir)).save(path)
+        evaluate_model(model, task, options, run=str(run_dir), judges=judges).save(path)
 
     return hook
 
@@ -319,6 +320,7 @@ def validation_hook(entry: EntryRun, bench: BenchmarkConfig):
 def steps_quality(model: GenerativeModel, entry: EntryRun, bench: BenchmarkConfig) -> None:
     """Quality and time at several DDIM step counts: RUN/eval/steps-ddim<N>.json."""
     task = get_task(entry.config.data)
+    judges = None  # shared by the step counts: one judge, one set of real references
     for steps in bench.sampler_steps:
         options = EvalOptions(
             limit=min(bench.eval_limit or 100, 50),
@@ -330,7 +332,8 @@ def steps_quality(model: GenerativeModel, entry: EntryRun, bench: BenchmarkConfi
             steps=steps,
             progress=False,
         )
-        result = evaluate_model(model, task, options, run=str(entry.run_dir))
+        judges = judges or Judges(task, options)
+        result = evaluate_model(model, task, options, run=str(entry.run_dir), judges=judges)
         result.save(entry.run_dir / "eval" / f"steps-ddim{steps:04d}.json")
 
 

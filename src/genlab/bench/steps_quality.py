@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from genlab.api import load_run
-from genlab.evaluate import EvalOptions, evaluate_model
+from genlab.evaluate import EvalOptions, Judges, evaluate_model
 from genlab.results import EvalResult
 
 HEADLINE = ("domain.fid", "domain.kid", "class_accuracy", "psnr", "ssim")
@@ -23,13 +23,14 @@ def measure(
     """One (sampler, steps, seconds per image, result) per setting, scored by the evaluator itself."""
     loaded = load_run(run_dir)
     model, task = loaded.model, loaded.task()
-    rows = []
+    rows, judges = [], None
     for sampler, steps in settings:
         options = EvalOptions(
             features=("domain",), lpips=False, diversity_inputs=0, count=count, limit=count,
             batch_size=batch_size, seed=seed, sampler=sampler, steps=steps, progress=False,
         )
-        result = evaluate_model(model, task, options, run=str(run_dir), step=loaded.step)
+        judges = judges or Judges(task, options)  # one judge and one set of real references for every setting
+        result = evaluate_model(model, task, options, run=str(run_dir), step=loaded.step, judges=judges)
         rows.append((sampler, steps, result.extra["seconds_per_image"], result))
         print(_markdown([_row(rows[-1])], header=len(rows) == 1), flush=True)
     return rows
