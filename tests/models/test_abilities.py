@@ -106,3 +106,16 @@ def test_gan_and_vae_walks_between_latent_codes(family, mode):
     ends = walk.view(2, 5, -1)
     steps = (ends[:, 1:] - ends[:, :-1]).abs().mean(dim=-1)  # neighbouring points differ less than the ends
     assert (steps < (ends[:, -1] - ends[:, 0]).abs().mean(dim=-1, keepdim=True) + 1e-6).all()
+
+
+@pytest.mark.parametrize("family, extra", [("ddpm", []), ("ldm", ["net.ae_width=8"])])
+def test_diffusion_walks_between_noises_are_deterministic(family, extra):
+    from genlab.sample import interpolate
+
+    torch.manual_seed(0)
+    model = build(family, LABELLED, *DIFFUSION_SMALL, *extra).eval()
+    if family == "ldm":
+        model.latent_scale.fill_(1.0)
+    walk = interpolate(model, rows=1, columns=3, seed=2, steps=3)
+    assert walk.shape == (3, 1, 16, 16)
+    assert torch.equal(walk, interpolate(model, rows=1, columns=3, seed=2, steps=3))  # DDIM eta 0 from fixed x_T

@@ -94,6 +94,12 @@ class DiffusionModel(GenerativeModel):
             defaults["guidance_scale"] = config.guidance_scale
         return defaults
 
+    def sample_from_latents(self, latents, labels=None, **options):
+        """Images from given x_T (pixels for ddpm, latents for ldm) with DDIM eta 0 (deterministic), so a walk
+        between codes is smooth."""
+        options.update(sampler="ddim", eta=0.0)
+        return self.sample(len(latents), labels=labels, x_T=latents, **options)
+
     @property
     def preview_steps(self) -> int:
         """DDIM steps of the preview grids (never more than the schedule has)."""
@@ -257,11 +263,6 @@ class DDPM(DiffusionModel):
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.spec.target_channels, self.spec.image_size, self.spec.image_size)
-
-    def sample_from_latents(self, latents, labels=None, **options):
-        """Images from given x_T with DDIM eta 0 (deterministic), so a walk between codes is smooth."""
-        options.update(sampler="ddim", eta=0.0)
-        return self.sample(len(latents), labels=labels, x_T=latents, **options)
 
     def preview(self, batch):
         labels = batch["label"] if self.conditional else None

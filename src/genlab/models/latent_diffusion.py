@@ -270,11 +270,6 @@ class LatentDiffusion(DiffusionModel):
     def latent_shape(self) -> tuple[int, ...]:
         return self._latent_shape(1)[1:]
 
-    def sample_from_latents(self, latents, labels=None, **options):
-        """Images from given latent x_T with DDIM eta 0 (deterministic)."""
-        options.update(sampler="ddim", eta=0.0)
-        return self.sample(len(latents), labels=labels, x_T=latents, **options)
-
     def translate_batch(self, source, generator=None, **options):
         self.require("translate")
         options.pop("guidance_scale", None)
