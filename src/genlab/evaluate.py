@@ -294,23 +294,38 @@ def score_translations(
 
 
 def feature_network(space: str, task: Task, options: EvalOptions):
-    """(extractor, FeatureNetwork) for `domain`, `domain:TASK` or `inception`; (None, why) when unavailable."""
-    from genlab.metrics.features import FeatureWeightsMissing, load_inception
-
+    """(extractor, FeatureNetwork) for `domain` (the task's judge), `domain:TASK` or `inception`; (None, why) when
+    it is unavailable."""
     if space == "inception":
-        try:
-            return load_inception(options.inception_weights), FeatureNetwork("inception-v3-fid")
-        except FeatureWeightsMissing as missing:
-            return None, str(missing)
+        return load_feature_network("inception", task.spec.image_size, options.inception_weights)
     if space == "domain" or space.startswith("domain:"):
-        from genlab.judges.domain import RECIPES, domain_network
+        from genlab.judges.domain import RECIPES
 
         name = space.split(":", 1)[1] if ":" in space else task.spec.name
         if name not in RECIPES:
             return None, f"no domain network for task {name!r} (available: {', '.join(RECIPES)})"
-        network = domain_network(name, task.spec.image_size, data_root=task.config.data_root, progress=options.progress)
-        return network, network.feature_network()
+        return load_feature_network(
+            name, task.spec.image_size, data_root=task.config.data_root, progress=options.progress
+        )
     raise GenlabError(f"unknown feature space {space!r} (valid: domain, domain:TASK, inception)")
+
+
+def load_feature_network(
+    name: str, image_size: int, inception_weights: str | None = None, data_root: str | None = None, progress=True
+):
+    """(extractor, FeatureNetwork) for `inception` (None and why when its weights are missing) or for the domain
+    network of the task `name` at `image_size` (shared by `genlab evaluate` and `genlab score`)."""
+    from genlab.metrics.features import FeatureWeightsMissing, load_inception
+
+    if name == "inception":
+        try:
+            return load_inception(inception_weights), FeatureNetwork("inception-v3-fid")
+        except FeatureWeightsMissing as missing:
+            return None, str(missing)
+    from genlab.judges.domain import domain_network
+
+    network = domain_network(name, image_size, data_root=data_root, progress=progress)
+    return network, network.feature_network()
 
 
 def mean_target_baseline(task: Task) -> Translator:

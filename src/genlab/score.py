@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from genlab.data.imageio import list_images, load_image
+from genlab.evaluate import load_feature_network
 from genlab.metrics import suite
 from genlab.metrics.perceptual import load_lpips
-from genlab.results import FeatureNetwork, Score, skipped
+from genlab.results import Score, skipped
 from genlab.utils import GenlabError
 
 ALL_METRICS = suite.PAIRED_METRICS + suite.DISTRIBUTION_METRICS
@@ -85,16 +86,6 @@ def score_folders(
 
 
 def _feature_network(features: str, inception_weights: str | None, size: int):
-    from genlab.metrics.features import FeatureWeightsMissing, load_inception
-
-    if features == "inception":
-        try:
-            return load_inception(inception_weights), FeatureNetwork("inception-v3-fid")
-        except FeatureWeightsMissing as missing:
-            return None, str(missing)
-    if features.startswith("domain:"):
-        from genlab.judges.domain import domain_network
-
-        network = domain_network(features.split(":", 1)[1], size)
-        return network, network.feature_network()
+    if features == "inception" or features.startswith("domain:"):
+        return load_feature_network(features.split(":", 1)[-1], size, inception_weights)
     raise GenlabError(f"--features: unknown feature space {features!r} (valid: inception, domain:TASK)")
