@@ -140,3 +140,18 @@ def test_train_limit_and_too_small_size():
     assert len(task.split("train")) == 5
     with pytest.raises(GenlabError, match="image_size"):
         build_task(DataConfig(image_size=8))
+
+
+def test_the_spec_carries_the_palette_and_round_trips_through_a_dict():
+    import dataclasses
+
+    from genlab.data.facades_synth import facades_spec
+    from genlab.data.tasks import TaskSpec, label_map_legend
+
+    spec = facades_spec("facades-synth", 16)
+    assert spec.palette == tuple(tuple(colour) for colour in PALETTE.tolist()) and len(spec.palette) == 12
+    as_lists = {key: list(map(list, value)) if key == "palette" else value
+                for key, value in dataclasses.asdict(spec).items()}
+    assert TaskSpec.from_dict(as_lists) == spec  # nested lists from a serialiser come back as tuples
+    older = {key: value for key, value in dataclasses.asdict(spec).items() if key != "palette"}
+    assert TaskSpec.from_dict(older).palette == () and label_map_legend(TaskSpec.from_dict(older)) is None

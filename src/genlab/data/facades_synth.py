@@ -109,6 +109,7 @@ def facades_spec(name: str, image_size: int) -> TaskSpec:
         target_channels=3,
         label_map_fields=("source",),
         class_names=CLASS_NAMES,
+        palette=tuple(tuple(int(value) for value in colour) for colour in PALETTE.tolist()),
     )
 
 

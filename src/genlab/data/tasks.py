@@ -42,11 +42,16 @@ class TaskSpec:
     # Fields holding label maps drawn with a palette: resized with nearest-neighbour so no new colours appear.
     label_map_fields: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
+    # The RGB colour of each class in the label maps (class_names order); () when the task has none.
+    palette: tuple[tuple[int, int, int], ...] = ()
 
     @staticmethod
     def from_dict(values: dict) -> TaskSpec:
         """A TaskSpec from its stored dict (checkpoints keep one; tuples come back as lists from serialisers)."""
-        return TaskSpec(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+        def as_tuple(value):
+            return tuple(as_tuple(item) for item in value) if isinstance(value, (list, tuple)) else value
+
+        return TaskSpec(**{key: as_tuple(value) for key, value in values.items()})
 
 
 @dataclass
@@ -284,13 +289,7 @@ def check_task_name(name: str) -> str:
 
 
 def label_map_legend(spec: TaskSpec) -> list[tuple[str, tuple[int, int, int]]] | None:
-    """(class name, RGB colour) per class of the task's label maps, for grid legends; None when it has none.
-
-    The facades tasks (facades-synth, facades) draw their label maps in the CMP palette.
-    """
-    from genlab.data import facades_synth
-
-    if not spec.label_map_fields or tuple(spec.class_names) != facades_synth.CLASS_NAMES:
+    """(class name, RGB colour) per class of the task's label maps, for grid legends; None when it has none."""
+    if not spec.label_map_fields or not spec.palette:
         return None
-    colours = [tuple(int(value) for value in colour) for colour in facades_synth.PALETTE.tolist()]
-    return list(zip(spec.class_names, colours))
+    return list(zip(spec.class_names, spec.palette))

@@ -209,8 +209,8 @@ def check_resumable(document: dict, config: RunConfig, task: Task, path: Path) -
     if isinstance(stored_spec, dict):
         current = _plain_spec(dataclasses.asdict(task.spec))
         stored_spec = _plain_spec(stored_spec)
-        for key, value in current.items():
-            if stored_spec.get(key) != value:
+        for key, value in current.items():  # fields an older genlab did not record (palette) cannot differ
+            if key in stored_spec and stored_spec[key] != value:
                 raise GenlabError(
                     f"{path}: written for a task with {key}={stored_spec.get(key)!r}, this one has {key}={value!r}; "
                     "the checkpoint does not fit"
@@ -218,7 +218,10 @@ def check_resumable(document: dict, config: RunConfig, task: Task, path: Path) -
 
 
 def _plain_spec(values: dict) -> dict:
-    return {key: list(value) if isinstance(value, (list, tuple)) else value for key, value in values.items()}
+    def plain(value):
+        return [plain(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+    return {key: plain(value) for key, value in values.items()}
 
 
 def load_state(model: GenerativeModel, document: dict, path: Path, weights_only: bool = False) -> None:
