@@ -68,11 +68,11 @@ def captioned_grid(
     >>> captioned_grid(rows, "step 100", ["input", "output"]).size[0] > 3 * 128
     True
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     if row_titles is not None and len(row_titles) != len(rows):
         raise ValueError(f"captioned_grid: {len(row_titles)} row titles for {len(rows)} rows")
-    font = _default_font(ImageFont)
+    font = default_font()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def text_size(text: str) -> tuple[int, int]:
@@ -121,12 +121,14 @@ def captioned_grid(
     return canvas
 
 
-def _default_font(image_font, size: int = 14):
+def default_font(size: int = 14):
     """Pillow's default font, at a readable size where FreeType is there (the bitmap font otherwise)."""
+    from PIL import ImageFont
+
     try:
-        return image_font.load_default(size=size)
+        return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow < 10.1, or built without FreeType
-        return image_font.load_default()
+        return ImageFont.load_default()
 
 
 def _legend_rows(legend: Legend, text_size, width: int) -> list[list[tuple[str, tuple[int, int, int], int]]]:

@@ -46,6 +46,7 @@ import torch
 
 from genlab.api import load_run
 from genlab.bench.stats import TIE, combine_seeds, winner, with_intervals
+from genlab.grid import default_font, upscale_factor
 from genlab.models.base import cycle_labels
 from genlab.results import EvalResult, FeatureNetwork, Score
 from genlab.sample import sample_images
@@ -713,18 +714,6 @@ def html_report(report: Report, table: ResultsTable, figures: dict[str, Path], s
 
 
 # --- figures ----------------------------------------------------------------------------------------------------
-GRID_MIN_SIDE = 128  # images smaller than this are upscaled (nearest) so a person can see them
-
-
-def _font(size: int = 13):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
-        return ImageFont.load_default()
-
-
 def _wrap(text: str, font, width: int) -> list[str]:
     """Break `text` into lines no wider than `width` pixels (at spaces, else inside words that are too long)."""
     lines: list[str] = []
@@ -765,9 +754,9 @@ def draw_grid(grid: ComparisonGrid, padding: int = 6):
     columns = grid.columns()
     count = min(len(images) for _, images in columns)
     height, width = columns[0][1].shape[-2:]
-    scale = max(1, math.ceil(GRID_MIN_SIDE / max(height, width)))
+    scale = upscale_factor(max(height, width))  # images under 128 px are upscaled (nearest) to be seen
     cell_w, cell_h = width * scale, height * scale
-    font = _font(13)
+    font = default_font(13)
     captions = [_wrap(caption, font, cell_w) for caption, _ in columns]
     line_height = 16
     band = padding + line_height * max(len(lines) for lines in captions) + padding
