@@ -2,17 +2,15 @@
 
 Everything here starts from features (N, D) (or class probabilities (N, K) for IS) already extracted by a
 network (the FID Inception, or one of genlab's domain networks); which network is the caller's business.
-Each metric is a pure function, and FID and KID also have streaming classes with update()/compute()/reset()
-in the torchmetrics style that share the functions' private helpers.
+Each metric is a pure function; the streaming FID and KID (update()/compute()/reset(), synced across
+processes) are in `genlab.metrics.streaming`, on torchmetrics' Metric base, built on the helpers here
+(`FeatureStatistics`, `merge_statistics`, `fid_from_statistics`, `Reservoir`).
 
 Example:
     >>> import torch
-    >>> from genlab.metrics.distribution import FID, fid, kid
+    >>> from genlab.metrics.distribution import fid, kid
     >>> real, fake = torch.randn(200, 8), torch.randn(200, 8) + 1.0
-    >>> metric = FID()
-    >>> metric.update(real, real=True)
-    >>> metric.update(fake, real=False)
-    >>> bool(torch.isclose(metric.compute(), fid(real, fake)))
+    >>> bool(fid(real, real) < 1e-8 < fid(real, fake))
     True
     >>> mean, std = kid(real, fake, subsets=10, subset_size=100, generator=torch.Generator().manual_seed(0))
 """
@@ -27,13 +25,12 @@ import torch
 from genlab.utils import GenlabError
 
 __all__ = [
-    "FID",
-    "KID",
     "FeatureStatistics",
     "fid",
     "frechet_distance",
     "inception_score",
     "kid",
+    "merge_statistics",
     "precision_recall",
 ]
 
@@ -45,7 +42,7 @@ _KID_FULL_KERNEL_MAX_ENTRIES = 2**25
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _check_features(features: torch.Tensor, name: str, min_rows: int = 1) -> torch.Tensor:
+def check_features(features: torch.Tensor, name: str, min_rows: int = 1) -> torch.Tensor:
     """Validate a feature matrix (N, D): 2-D, at least `min_rows` rows, finite. Returns it detached."""
     if not isinstance(features, torch.Tensor):
         raise GenlabError(f"{name}: features must be a torch tensor, got {type(features).__name__}")
@@ -103,7 +100,7 @@ class FeatureStatistics:
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> None:
         """Add a batch of feature vectors (N, D)."""
-        features = _check_features(features, "FeatureStatistics.update")
+        features = check_features(features, "FeatureStatistics.update")
         if self._shift is None:
             features = _to_float64(features)
             self._shift = features.mean(dim=0)
@@ -137,15 +134,47 @@ class FeatureStatistics:
         covariance = (self._outer_sum - self.count * torch.outer(shifted_mean, shifted_mean)) / (self.count - 1)
         return 0.5 * (covariance + covariance.T)  # exactly symmetric for eigh
 
-    def state_dict(self) -> dict[str, Any]:
-        """The state as plain tensors (on the CPU), e.g. to cache the statistics of a real data set."""
+    def state_dict(self, keep_device: bool = False) -> dict[str, Any]:
+        """The state as plain tensors (moved to the CPU unless keep_device), e.g. to cache a real set's statistics."""
         tensors = {"shift": self._shift, "sum": self._sum, "outer_sum": self._outer_sum}
-        return {"count": self.count, **{k: None if v is None else v.cpu() for k, v in tensors.items()}}
+        if not keep_device:
+            tensors = {k: None if v is None else v.cpu() for k, v in tensors.items()}
+        return {"count": self.count, **tensors}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state written by state_dict()."""
         self.count = int(state["count"])
         self._shift, self._sum, self._outer_sum = state["shift"], state["sum"], state["outer_sum"]
+
+
+def merge_statistics(parts: list[FeatureStatistics]) -> FeatureStatistics:
+    """The statistics of the union of several streams (e.g. one per process), exact in float64.
+
+    Each part sums features shifted by its own first-batch mean s_p. Moved to the first part's shift s, a
+    part's sums become sum_p + n_p d and outer_p + d sum_p^T + sum_p d^T + n_p d d^T with d = s_p - s, since
+    x - s = (x - s_p) + d; the moved sums of all parts then add up. One part is returned as it is.
+    """
+    parts = [part for part in parts if part.count > 0]
+    if not parts:
+        raise GenlabError("merge_statistics: no features in any part")
+    if len(parts) == 1:
+        return parts[0]
+    if len({part.dim for part in parts}) != 1:
+        raise GenlabError(f"merge_statistics: parts have different feature dimensions {[p.dim for p in parts]}")
+    shift = parts[0]._shift
+    total = torch.zeros_like(shift)
+    outer_sum = torch.zeros_like(parts[0]._outer_sum)
+    for part in parts:
+        offset = part._shift.to(shift.device) - shift  # (D,)
+        part_sum, part_outer = part._sum.to(shift.device), part._outer_sum.to(shift.device)
+        total += part_sum + part.count * offset
+        outer_sum += part_outer + torch.outer(offset, part_sum) + torch.outer(part_sum, offset)
+        outer_sum += part.count * torch.outer(offset, offset)
+    merged = FeatureStatistics()
+    merged.load_state_dict(
+        {"count": sum(part.count for part in parts), "shift": shift.clone(), "sum": total, "outer_sum": outer_sum}
+    )
+    return merged
 
 
 # ------------------------------------------------------------------------------------------------ FID
@@ -200,7 +229,8 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     return distance.clamp_min(0.0)
 
 
-def _fid_from_statistics(real: FeatureStatistics, fake: FeatureStatistics) -> torch.Tensor:
+def fid_from_statistics(real: FeatureStatistics, fake: FeatureStatistics) -> torch.Tensor:
+    """FID between two sets' streamed statistics (float64 scalar); each needs at least 2 vectors."""
     if real.count < 2 or fake.count < 2:
         raise GenlabError(f"fid: needs at least 2 feature vectors per set, got {real.count} and {fake.count}")
     if real.dim != fake.dim:
@@ -222,44 +252,9 @@ def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
     statistics = []
     for features in (features_a, features_b):
         stats = FeatureStatistics()
-        stats.update(_check_features(features, "fid", min_rows=2))
+        stats.update(check_features(features, "fid", min_rows=2))
         statistics.append(stats)
-    return _fid_from_statistics(*statistics)
-
-
-class FID:
-    """Streaming FID: two FeatureStatistics (real and fake), so memory does not grow with the image count.
-
-    `reset_fake()` keeps the real statistics, for evaluating successive checkpoints against one real set;
-    `real` can also be loaded from cached statistics (`FID().real.load_state_dict(...)`).
-    """
-
-    def __init__(self) -> None:
-        self.real = FeatureStatistics()
-        self.fake = FeatureStatistics()
-
-    def update(self, features: torch.Tensor, real: bool) -> None:
-        """Add a batch of features (N, D) to the real or the fake set."""
-        (self.real if real else self.fake).update(features)
-
-    def update_real(self, features: torch.Tensor) -> None:
-        self.real.update(features)
-
-    def update_fake(self, features: torch.Tensor) -> None:
-        self.fake.update(features)
-
-    def compute(self) -> torch.Tensor:
-        """FID between everything seen so far (float64 scalar)."""
-        return _fid_from_statistics(self.real, self.fake)
-
-    def reset(self) -> None:
-        """Clear both sets."""
-        self.real.reset()
-        self.fake.reset()
-
-    def reset_fake(self) -> None:
-        """Clear the fake set only."""
-        self.fake.reset()
+    return fid_from_statistics(*statistics)
 
 
 # ------------------------------------------------------------------------------------------------ KID
@@ -341,8 +336,8 @@ def kid(
     Returns: (mean, standard deviation) over subsets, float64 scalars; the std is the population one
     (ddof=0), as in the reference implementation and torchmetrics.
     """
-    a = _check_features(features_a, "kid", min_rows=2)
-    b = _check_features(features_b, "kid", min_rows=2)
+    a = check_features(features_a, "kid", min_rows=2)
+    b = check_features(features_b, "kid", min_rows=2)
     if a.shape[1] != b.shape[1]:
         raise GenlabError(f"kid: the two sets have different feature dimensions ({a.shape[1]} and {b.shape[1]})")
     if subsets < 1:
@@ -392,7 +387,7 @@ def _mmd2_subsets_from_full_kernels(
     return (sum_aa + sum_bb) / (m * (m - 1)) - 2.0 * sum_ab / (m * m)
 
 
-class _Reservoir:
+class Reservoir:
     """Keeps a uniform random sample of at most `capacity` rows of a stream (Vitter 1985, Algorithm R)."""
 
     def __init__(self, capacity: int, generator: torch.Generator | None) -> None:
@@ -426,76 +421,6 @@ class _Reservoir:
         self.buffer[unique_slots.to(self.buffer.device)] = rows[last.to(rows.device)]
 
 
-class KID:
-    """Streaming KID: keeps the features themselves (KID needs them, not just moments).
-
-    With max_samples=None every feature is kept (memory grows with N: 10,000 x 2048 float32 is 80 MB per set).
-    With max_samples=M each set keeps a uniform random sample of at most M vectors by reservoir sampling
-    (Algorithm R, using `generator`), so memory is bounded and the estimate stays unbiased over the stream.
-    compute() returns `kid(real, fake, subsets, subset_size, generator)`.
-    """
-
-    def __init__(
-        self,
-        subsets: int = 100,
-        subset_size: int = 1000,
-        max_samples: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        self.subsets = subsets
-        self.subset_size = subset_size
-        self.max_samples = max_samples
-        self.generator = generator
-        self.reset()
-
-    def _new_store(self) -> _Reservoir | list[torch.Tensor]:
-        return [] if self.max_samples is None else _Reservoir(self.max_samples, self.generator)
-
-    def reset(self) -> None:
-        """Clear both sets."""
-        self._real = self._new_store()
-        self._fake = self._new_store()
-        self._dim: int | None = None
-
-    def reset_fake(self) -> None:
-        """Clear the fake set only."""
-        self._fake = self._new_store()
-
-    @torch.no_grad()
-    def update(self, features: torch.Tensor, real: bool) -> None:
-        """Add a batch of features (N, D) to the real or the fake set."""
-        features = _check_features(features, "KID.update")
-        if self._dim is not None and features.shape[1] != self._dim:
-            raise GenlabError(f"KID.update: features have {features.shape[1]} dimensions, earlier ones {self._dim}")
-        self._dim = features.shape[1]
-        store = self._real if real else self._fake
-        if isinstance(store, list):
-            store.append(features.clone())
-        else:
-            store.add(features)
-
-    def update_real(self, features: torch.Tensor) -> None:
-        self.update(features, real=True)
-
-    def update_fake(self, features: torch.Tensor) -> None:
-        self.update(features, real=False)
-
-    @staticmethod
-    def _features(store: _Reservoir | list[torch.Tensor], which: str) -> torch.Tensor:
-        if isinstance(store, list):
-            if not store:
-                raise GenlabError(f"KID.compute: no {which} features seen yet")
-            return torch.cat(store)
-        if store.buffer is None:
-            raise GenlabError(f"KID.compute: no {which} features seen yet")
-        return store.buffer
-
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) of KID over subsets between the kept real and fake features."""
-        real, fake = self._features(self._real, "real"), self._features(self._fake, "fake")
-        return kid(real, fake, self.subsets, self.subset_size, self.generator)
-
-
 # ------------------------------------------------------------------------------------------------- IS
 
 
@@ -512,7 +437,7 @@ def inception_score(probs: torch.Tensor, splits: int = 10) -> tuple[torch.Tensor
 
     Returns: (mean, population standard deviation) over splits, float64 scalars.
     """
-    probs = _check_features(probs, "inception_score", min_rows=max(splits, 1))
+    probs = check_features(probs, "inception_score", min_rows=max(splits, 1))
     if splits < 1:
         raise GenlabError(f"inception_score: splits must be at least 1, got {splits}")
     probs = _to_float64(probs)
@@ -570,8 +495,8 @@ def precision_recall(
 
     Returns: (precision, recall), float64 scalars in [0, 1].
     """
-    real = _check_features(real, "precision_recall", min_rows=k + 1)
-    fake = _check_features(fake, "precision_recall", min_rows=k + 1)
+    real = check_features(real, "precision_recall", min_rows=k + 1)
+    fake = check_features(fake, "precision_recall", min_rows=k + 1)
     if real.shape[1] != fake.shape[1]:
         raise GenlabError(
             f"precision_recall: the two sets have different feature dimensions ({real.shape[1]} and {fake.shape[1]})"
