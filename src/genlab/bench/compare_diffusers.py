@@ -5,9 +5,11 @@
 Both sides get the same U-Net layout (genlab's quick net: widths 32-32-64-128 at 32 px, one residual block per
 level, attention at 8 px and below; diffusers' UNet2DModel with those block widths, `layers_per_block=1` and
 attention blocks at the same levels), the same batch, the same optimiser (Adam, lr 1e-3, gradient clipping 1.0,
-an EMA of the weights) and the same number of DDIM steps (eta 0). The parameter counts and forward FLOPs of both
-are printed so the sizes can be checked. Rounds run A B A B (genlab, diffusers) and the ratios are medians of the
-per-round ratios, so drift of a shared machine cancels.
+an EMA of the weights) and the same number of DDIM steps (eta 0). Each side runs its defaults: genlab as its
+trainer attaches a model (the fused Adam step), diffusers with torch's default Adam (a per-tensor loop on the
+CPU); `--fused-both` gives diffusers the fused step too, `--channels-last` puts both in channels_last. The
+parameter counts and forward FLOPs of both are printed so the sizes can be checked. Rounds run A B A B (genlab,
+diffusers) and the ratios are medians of the per-round ratios, so drift of a shared machine cancels.
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ import torch.nn.functional as F
 from genlab.bench.speed import count_flops, interleaved
 from genlab.data.tasks import TaskSpec
 from genlab.models.base import Runtime, get_model_class
+from genlab.train.trainer import optimizer_kernel
 from genlab.utils import format_count
 
 
-def genlab_model(size: int, batch: int):
-    """genlab's ddpm family (quick U-Net, unconditional) on (3, size, size) images."""
+def genlab_model(size: int, batch: int, channels_last: bool = False):
+    """genlab's ddpm family (quick U-Net, unconditional) on (3, size, size) images, attached as the trainer
+    attaches it by default (fp32, its `train.fused_optimizer=auto` kernel)."""
     model_class = get_model_class("ddpm")
     config = model_class.config_class(warmup_steps=1)
     spec = TaskSpec("bench", "labelled", size, 3, 3)
     model = model_class.build(config, spec)
-    model.attach(Runtime(torch.device("cpu")))
+    device = torch.device("cpu")
+    model.attach(Runtime(device, channels_last=channels_last, optimizer_kernel=optimizer_kernel("auto", device)))
     return model
 
 
@@ -62,18 +67,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ddim-steps", type=int, default=20)
     parser.add_argument("--train-steps", type=int, default=5, help="training steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--fused-both", action="store_true", help="diffusers' Adam uses the fused step too")
+    parser.add_argument("--channels-last", action="store_true", help="both U-Nets and their inputs in channels_last")
     args = parser.parse_args(argv)
     from diffusers import DDIMScheduler, DDPMScheduler
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(0)
-    model = genlab_model(args.size, args.batch)
+    model = genlab_model(args.size, args.batch, args.channels_last)
     unet_config = model.network.config
     unet = diffusers_unet(args.size, unet_config.widths, unet_config.attention_resolutions)
-    optimizer = torch.optim.Adam(unet.parameters(), lr=1e-3)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    unet.to(memory_format=layout)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=1e-3, fused=True if args.fused_both else None)
     ema = EMAModel(unet.parameters(), decay=0.999)
     train_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    images = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
+    images = (torch.rand(args.batch, 3, args.size, args.size) * 2 - 1).contiguous(memory_format=layout)
 
     def genlab_train() -> None:
         for _ in range(args.train_steps):
@@ -102,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def diffusers_sample() -> None:
         ddim.set_timesteps(args.ddim_steps)
         x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+        x = x.contiguous(memory_format=layout)
         for t in ddim.timesteps:
             x = ddim.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
 
@@ -113,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     params_diffusers = sum(p.numel() for p in unet.parameters())
     print(
         f"{args.size} px, batch {args.batch}, {torch.get_num_threads()} CPU threads; U-Net widths {unet_config.widths}"
-        f", attention at {unet_config.attention_resolutions} px"
+        f", attention at {unet_config.attention_resolutions} px; Adam kernels: genlab "
+        f"{model.runtime.optimizer_kernel}, diffusers {'fused' if args.fused_both else 'torch default'}; "
+        f"{'channels_last' if args.channels_last else 'NCHW'}"
     )
     sizes = (("genlab", params_genlab, flops_genlab), ("diffusers", params_diffusers, flops_diffusers))
     for name, params, flops in sizes:

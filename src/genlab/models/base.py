@@ -341,7 +341,9 @@ class GenerativeModel(nn.Module, ABC):
             self.runtime.gradient_sync([p for group in optimizer.param_groups for p in group["params"]])
         if max_grad_norm is not None:
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+            # batched norms where torch has them (CPU and CUDA); its default batches on CUDA only
+            foreach = True if self.device.type in ("cpu", "cuda") else None
+            torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm, foreach=foreach)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
