@@ -120,6 +120,20 @@ def test_translate_bad_inputs_name_the_file(capsys, trained_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_temperature_is_for_vaes_only(capsys, trained_run, tmp_path):
+    code, _, err = run_cli(capsys, "translate", trained_run, tmp_path, "--out", tmp_path / "o", "--temperature", "0.5")
+    assert code == 2 and "--temperature: model 'pix2pix' draws no latent code from a prior" in err
+    vae = tmp_path / "vae"
+    assert main(["train", "vae", "--task", "fashion-mnist", "--size", "16", "--steps", "1", "--batch-size", "2",
+                 "--out", str(vae), "--set", "net.width=4", "--set", "data.train_limit=8", "--quiet"]) == 0
+    code, _, err = run_cli(capsys, "sample", vae, "--count", "2", "--out", tmp_path / "s", "--temperature", "-1")
+    assert code == 2 and "--temperature must be 0 or more" in err
+    code, out, _ = run_cli(capsys, "sample", vae, "--count", "2", "--out", tmp_path / "s", "--temperature", "0")
+    assert code == 0
+    first, second = (Image.open(path).tobytes() for path in sorted((tmp_path / "s").glob("*.png")))
+    assert first == second  # z = 0 for both: one image twice
+
+
 def test_existing_run_is_refused_and_kept(capsys, trained_run):
     before = (trained_run / "checkpoints" / "last.pt").read_bytes()
     code, _, err = run_cli(capsys, "train", "pix2pix", "--out", trained_run, "--steps", "1")

@@ -95,8 +95,27 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
 
 
 def test_sampler_options_are_refused_for_models_without_a_sampler(facades_run):
-    with pytest.raises(GenlabError, match="takes no sampler options"):
+    with pytest.raises(GenlabError, match="steps: model 'pix2pix' has no diffusion sampler"):
         evaluate_run(facades_run, EvalOptions(features=(), steps=10), device="cpu", write=False)
+    with pytest.raises(GenlabError, match="temperature: model 'pix2pix' draws no latent code"):
+        evaluate_run(facades_run, EvalOptions(features=(), temperature=0.5), device="cpu", write=False)
+
+
+def test_a_vae_is_evaluated_at_the_temperature_asked_and_says_so(tmp_path):
+    config = build_run_config("cvae", "quick", {"data.image_size": 16, "train.steps": 2},
+                              ["net.width=4", "net.latent_dim=4", "train.preview_count=2", "data.train_limit=32",
+                               "data.task=facades-synth"])
+    train(config, tmp_path / "cvae", progress=False)
+    options = EvalOptions(features=(), limit=6, diversity_inputs=3, temperature=0.0)
+    cold = evaluate_run(tmp_path / "cvae", options, device="cpu")
+    assert cold.sampler == {"temperature": 0.0}
+    assert (tmp_path / "cvae" / "eval" / "test-step0000002-t0.json").is_file()
+    # z = 0 for every draw: the translations no longer vary, which the diversity score sees
+    assert cold.score("diversity").value == pytest.approx(0.0, abs=1e-6)
+    warm = evaluate_run(tmp_path / "cvae", EvalOptions(features=(), limit=6, diversity_inputs=3), device="cpu")
+    assert warm.sampler == {} and warm.score("diversity").value > 0
+    with pytest.raises(GenlabError, match="temperature must be 0 or more"):
+        EvalOptions(temperature=-1.0)
 
 
 def test_translation_progress_bar_names_the_direction(monkeypatch):

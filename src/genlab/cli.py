@@ -410,6 +410,7 @@ def _add_sample(commands) -> None:
     sample.add_argument("--steps", type=int, help="sampling steps (ddim: any number up to T)")
     sample.add_argument("--eta", type=float, help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like")
     sample.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+    sample.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
     sample.add_argument(
         "--interpolate",
         type=int,
@@ -423,20 +424,24 @@ def _add_sample(commands) -> None:
     sample.set_defaults(handler=_sample)
 
 
+TEMPERATURE_HELP = "VAE families: scale of the prior draws z ~ N(0, t^2 I) (default 1; below 1: typical samples)"
+
+
 def _sampler_options(args) -> dict:
-    """The diffusion sampler options given on the command line (none: the run's defaults)."""
+    """The sampling options given on the command line (none: the run's defaults)."""
     if getattr(args, "eta", None) is not None and not 0 <= args.eta <= 1:
         raise GenlabError(f"--eta must be in [0, 1], got {args.eta}")
     if getattr(args, "steps", None) is not None and args.steps < 1:
         raise GenlabError(f"--steps must be at least 1, got {args.steps}")
-    pairs = (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance_scale", args.guidance))
+    if getattr(args, "temperature", None) is not None and not args.temperature >= 0:
+        raise GenlabError(f"--temperature must be 0 or more (1 = the prior itself), got {args.temperature}")
+    pairs = (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance_scale", args.guidance),
+             ("temperature", getattr(args, "temperature", None)))
     return {key: value for key, value in pairs if value is not None}
 
 
 def _check_sampler_options(model, options: dict) -> None:
-    if options and not model.abilities.sampler_options:
-        flags = ", ".join(f"--{key.replace('_scale', '')}" for key in options)
-        raise GenlabError(f"{flags}: model {model.name!r} has no diffusion sampler; leave these options out")
+    model.check_sampling_options(options, flags=True)
 
 
 def _sample(args) -> int:
@@ -522,6 +527,7 @@ def _add_sampler_options(parser) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps (ddim: any number up to T)")
     parser.add_argument("--eta", type=float, help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+    parser.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
 
 
 def _translate(args) -> int:

@@ -50,6 +50,7 @@ class EvalOptions:
     steps: int | None = None
     eta: float | None = None
     guidance_scale: float | None = None
+    temperature: float | None = None  # VAE families: scale of the prior draws (None: 1, the prior itself)
     checkpoint: str | None = None  # a checkpoint file of the run (default: checkpoints/last.pt)
     progress: bool = True
 
@@ -62,10 +63,13 @@ class EvalOptions:
             raise GenlabError(f"evaluate: diversity_inputs must be 0 or more, got {self.diversity_inputs}")
         if self.eta is not None and not 0 <= self.eta <= 1:
             raise GenlabError(f"evaluate: eta must be in [0, 1], got {self.eta}")
+        if self.temperature is not None and not self.temperature >= 0:
+            raise GenlabError(f"evaluate: temperature must be 0 or more, got {self.temperature}")
 
     def sampler_options(self) -> dict[str, Any]:
-        """The sampler options that were set (passed to the model as keyword arguments)."""
-        values = {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "guidance_scale": self.guidance_scale}
+        """The sampling options that were set (passed to the model as keyword arguments)."""
+        values = {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "guidance_scale": self.guidance_scale,
+                  "temperature": self.temperature}
         return {key: value for key, value in values.items() if value is not None}
 
 
@@ -83,15 +87,19 @@ def evaluate_run(
 
 
 def eval_file_name(result: EvalResult) -> str:
-    """`test-step0003000.json`, or `test-step0003000-ddim50-eta0-g3.json` with sampler settings."""
+    """`test-step0003000.json`, or `test-step0003000-ddim50-eta0-g3.json` with sampler settings (`-t0.7`: a
+    VAE's temperature)."""
     name = f"{result.split}-step{result.step:07d}"
     sampler = result.sampler
     if sampler:
-        name += f"-{sampler.get('sampler', '')}{sampler.get('steps', '')}"
+        if "sampler" in sampler or "steps" in sampler:
+            name += f"-{sampler.get('sampler', '')}{sampler.get('steps', '')}"
         if "eta" in sampler:
             name += f"-eta{sampler['eta']:g}"
         if "guidance_scale" in sampler:
             name += f"-g{sampler['guidance_scale']:g}"
+        if "temperature" in sampler:
+            name += f"-t{sampler['temperature']:g}"
     return name + ".json"
 
 
@@ -132,8 +140,7 @@ def evaluate_model(
 
     `judges` (for the same task and options) lets repeated evaluations share loaded networks and references."""
     sampler = options.sampler_options()
-    if sampler and not model.abilities.sampler_options:
-        raise GenlabError(f"model {model.name!r} takes no sampler options (got {', '.join(sampler)})")
+    model.check_sampling_options(sampler)
     data = limited(task.split(options.split), options.limit)
     judges = judges or Judges(task, options)
     started = time.perf_counter()
@@ -151,7 +158,7 @@ def evaluate_model(
         step=model.step if step is None else step,
         count=count,
         scores=scores,
-        sampler={**model.sampler_defaults(), **sampler} if model.abilities.sampler_options else {},
+        sampler={**model.sampler_defaults(), **sampler} if model.abilities.sampler_options else sampler,
         baselines=baselines,
         extra={
             "conditional": model.conditional,

@@ -38,6 +38,7 @@ class Abilities:
     stochastic_options: dict[str, Any] = field(default_factory=dict)
     ema: bool = False  # keeps an exponential moving average of its weights, used for sampling
     sampler_options: bool = False  # sample/translate take sampler, steps, eta, guidance_scale (diffusion)
+    temperature: bool = False  # sample/translate take a temperature that scales the prior draws (VAE families)
     # How `genlab sample --interpolate` walks between two latent codes: linear (VAE), slerp (Gaussian noise).
     interpolation: Literal["none", "linear", "slerp"] = "none"
 
@@ -50,6 +51,10 @@ class Abilities:
             "labels": self.class_conditional,
             "interpolate": self.interpolation != "none",
         }[action]
+
+
+# The options of the diffusion families' samplers (Abilities.sampler_options).
+DIFFUSION_SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance_scale")
 
 
 def linear_decay(progress: float, decay_start: float) -> float:
@@ -199,10 +204,23 @@ class GenerativeModel(nn.Module, ABC):
         for key, value in (("guidance_scale", guidance_scale), ("eta", eta)):
             if value is not None:
                 options[key] = value
-        given = [key for key in ("sampler", "steps", "eta", "guidance_scale") if options.get(key) is not None]
-        if given and not self.abilities.sampler_options:
-            raise GenlabError(f"{', '.join(given)}: model {self.name!r} has no diffusion sampler; leave them out")
+        self.check_sampling_options(options)
         return {key: value for key, value in options.items() if value is not None}
+
+    def check_sampling_options(self, options: dict[str, Any], flags: bool = False) -> None:
+        """Refuse sampling options this family does not take: the diffusion sampler's (sampler, steps, eta,
+        guidance_scale) and the VAE's temperature. `flags` names them as command-line options."""
+        given = [key for key in DIFFUSION_SAMPLER_OPTIONS if options.get(key) is not None]
+        if given and not self.abilities.sampler_options:
+            names = ", ".join(f"--{key.replace('_scale', '')}" if flags else key for key in given)
+            raise GenlabError(f"{names}: model {self.name!r} has no diffusion sampler; leave them out")
+        temperature = options.get("temperature")
+        if temperature is not None:
+            if not self.abilities.temperature:
+                name = "--temperature" if flags else "temperature"
+                raise GenlabError(f"{name}: model {self.name!r} draws no latent code from a prior; leave it out")
+            if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
+                raise GenlabError(f"temperature must be a number >= 0 (1 = the prior itself), got {temperature!r}")
 
     def translate_batch(self, source: torch.Tensor, generator: Generator | None = None, **options) -> torch.Tensor:
         """Map source images (B, C, H, W) in [-1, 1] to target images (B, C', H, W) in [-1, 1]."""

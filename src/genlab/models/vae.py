@@ -231,7 +231,7 @@ class VAE(VariationalAutoencoder):
     name = "vae"
     config_class = VAEConfig
     task_kinds = frozenset({"labelled"})
-    abilities = Abilities(samples=True, stochastic=True, interpolation="linear")
+    abilities = Abilities(samples=True, stochastic=True, interpolation="linear", temperature=True)
     purpose = "variational autoencoder for unconditional image generation"
     presets = {
         # Kingma & Welling 2013 (section 5, appendix C) scaled to a conv net: Bernoulli decoder (bce), the plain
@@ -271,7 +271,7 @@ class CVAE(VariationalAutoencoder):
     config_class = VAEConfig
     task_kinds = frozenset({"paired", "labelled"})
     abilities = Abilities(
-        translates=True, samples=True, class_conditional=True, stochastic=True, interpolation="linear"
+        translates=True, samples=True, class_conditional=True, stochastic=True, interpolation="linear", temperature=True
     )
     purpose = "conditional variational autoencoder (source image or class label)"
     presets = {
