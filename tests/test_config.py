@@ -16,6 +16,24 @@ def test_presets_resolve_in_order():
     assert (paper.net.lr, paper.net.beta1, paper.net.beta2) == (2e-4, 0.5, 0.999)
 
 
+def test_a_preset_refines_itself_for_the_task_under_explicit_options(monkeypatch):
+    from genlab.models import get_model_class
+
+    cvae = get_model_class("cvae")
+    refinements = {"quick": {"fashion-mnist": {"data.image_size": 32, "train.batch_size": 64, "net.beta": 3.0}}}
+    monkeypatch.setattr(cvae, "task_presets", refinements)
+    facades = build_run_config("cvae", "quick")
+    assert facades.data.task == "facades-synth" and facades.data.image_size == 64  # the preset's own task
+    fashion = build_run_config("cvae", "quick", {"data.task": "fashion-mnist"})
+    assert (fashion.data.image_size, fashion.train.batch_size, fashion.net.beta) == (32, 64, 3.0)
+    # what the user gives wins over the refinement, whether an option or a --set
+    mine = build_run_config("cvae", "quick", {"data.task": "fashion-mnist", "data.image_size": 16}, ["net.beta=1"])
+    assert (mine.data.image_size, mine.train.batch_size, mine.net.beta) == (16, 64, 1.0)
+    by_set = build_run_config("cvae", "quick", {}, ["data.task=fashion-mnist"])
+    assert by_set.data.image_size == 32
+    assert build_run_config("cvae", "paper", {"data.task": "fashion-mnist"}).train.batch_size == 100  # quick only
+
+
 def test_yaml_round_trip(tmp_path):
     config = build_run_config("pix2pix", "seed", {}, ["net.gan_loss=lsgan", "data.flip=false"])
     config.save(tmp_path / "config.yaml")

@@ -60,7 +60,8 @@ def load_run_config(path: str | Path) -> RunConfig:
 def build_run_config(
     model: str, preset: str | None = None, values: dict[str, Any] | None = None, assignments: list[str] | None = None
 ) -> RunConfig:
-    """Resolve a run config: dataclass defaults < the family's preset < `values` (dotted keys) < `assignments`."""
+    """Resolve a run config: dataclass defaults < the family's preset < the preset's settings for the run's task
+    (`task_presets`) < `values` (dotted keys) < `assignments`."""
     model_class = get_model_class(model)
     preset = preset or model_class.default_preset
     if preset not in model_class.presets:
@@ -69,9 +70,17 @@ def build_run_config(
     config = RunConfig(model=model_class.name, preset=preset, net=model_class.config_class())
     for key, value in model_class.presets[preset].items():
         set_value(config, key, value, source=f"preset {preset}")
-    for key, value in (values or {}).items():
-        if value is not None:
-            set_value(config, key, value, source="option")
+    given = {key: value for key, value in (values or {}).items() if value is not None}
+    for key, value in given.items():
+        set_value(config, key, value, source="option")
     for assignment in assignments or []:
         apply_override(config, assignment)
+    # The task is known only now (the preset's, an option's or a --set's): its refinements go in under what
+    # the user gave explicitly.
+    task_settings = model_class.task_presets.get(preset, {}).get(config.data.task, {})
+    if task_settings:
+        explicit = set(given) | {assignment.split("=", 1)[0].strip() for assignment in assignments or []}
+        for key, value in task_settings.items():
+            if key not in explicit:
+                set_value(config, key, value, source=f"preset {preset} for task {config.data.task}")
     return config
