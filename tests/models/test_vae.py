@@ -263,3 +263,93 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(toy_task, tmp_path
     assert split["step"] == [1, 2, 3, 4]
     for key in ("loss", "reconstruction", "kl", "kl_weight"):
         assert split[key] == full[key], key  # exact: same batches, RNG, optimiser state and KL warm-up
+
+
+# --- the sampling prior ------------------------------------------------------------------------------------------
+def test_aggregate_moments_are_a_per_class_running_average():
+    from genlab.models.vae import update_aggregate_moments
+
+    mean, second = torch.zeros(3, 2), torch.eye(2).repeat(3, 1, 1)
+    mu = torch.tensor([[1.0, 2.0], [3.0, 4.0], [-1.0, 0.5]])
+    logvar = torch.log(torch.tensor([[0.5, 0.5], [0.1, 0.2], [1.0, 1.0]]))
+    classes = torch.tensor([0, 0, 2])  # class 1 is absent from the batch
+    new_mean, new_second = update_aggregate_moments(mean, second, mu, logvar, classes, decay=0.9)
+    kept = 0.9**2
+    torch.testing.assert_close(new_mean[0], (1 - kept) * torch.tensor([2.0, 3.0]))
+    expected_second = (torch.outer(mu[0], mu[0]) + torch.diag(logvar[0].exp()) + torch.outer(mu[1], mu[1])
+                       + torch.diag(logvar[1].exp())) / 2
+    torch.testing.assert_close(new_second[0], kept * torch.eye(2) + (1 - kept) * expected_second)
+    torch.testing.assert_close(new_mean[1], mean[1])
+    torch.testing.assert_close(new_second[1], second[1])
+    torch.testing.assert_close(new_mean[2], 0.1 * mu[2])
+
+
+def test_aggregate_moments_converge_to_the_mixture_of_the_posteriors():
+    from genlab.models.vae import gaussian_factors, update_aggregate_moments
+
+    generator = torch.Generator().manual_seed(0)
+    centre, spread = torch.tensor([2.0, -1.0]), torch.tensor([[0.6, 0.2], [0.0, 0.3]])
+    mean, second = torch.zeros(1, 2), torch.eye(2)[None]
+    for _ in range(400):
+        mu = centre + torch.randn(64, 2, generator=generator) @ spread.T  # posterior means of one class
+        logvar = torch.full((64, 2), -2.0)  # every posterior N(mu_i, e^-2 I)
+        mean, second = update_aggregate_moments(mean, second, mu, logvar, torch.zeros(64, dtype=torch.long))
+    # the mixture of N(mu_i, s^2 I): mean E[mu], covariance Cov(mu) + s^2 I
+    expected_cov = spread @ spread.T + torch.exp(torch.tensor(-2.0)) * torch.eye(2)
+    factor = gaussian_factors(mean, second)[0]
+    torch.testing.assert_close(mean[0], centre, atol=0.05, rtol=0)
+    torch.testing.assert_close(factor @ factor.T, expected_cov, atol=0.05, rtol=0)
+
+
+def test_generation_samples_from_the_tracked_prior_and_translation_from_n01():
+    model = _model("cvae", LABELLED)
+    assert model.uses_aggregate_prior and model.aggregate_mean.shape == (3, 4)
+    torch.testing.assert_close(model.from_noise(torch.ones(2, 4), torch.tensor([0, 2])), torch.ones(2, 4))  # N(0, I)
+    before = model.aggregate_mean.clone()
+    model.training_step(_labelled_batch())
+    assert not torch.equal(model.aggregate_mean, before)  # a training step moves the fit
+    # A known fit: class 1 centred at (3, 0, 0, 0) with covariance diag(4, 1, 1, 1).
+    mean = torch.zeros(3, 4)
+    mean[1, 0] = 3.0
+    second = torch.eye(4).repeat(3, 1, 1) + mean[:, :, None] * mean[:, None, :]
+    second[1, 0, 0] += 3.0
+    model.aggregate_mean.copy_(mean)
+    model.aggregate_second.copy_(second)
+    labels = torch.ones(4000, dtype=torch.long)
+    z = model.prior_latents(4000, torch.Generator().manual_seed(0), None, 1.0, labels)
+    torch.testing.assert_close(z.mean(0), mean[1], atol=0.1, rtol=0)
+    torch.testing.assert_close(z.var(0), torch.tensor([4.0, 1.0, 1.0, 1.0]), atol=0.2, rtol=0)
+    cold = model.prior_latents(3, None, None, 0.0, torch.tensor([1, 1, 0]))  # temperature 0: the class means
+    torch.testing.assert_close(cold, mean[[1, 1, 0]])
+    # the standard prior ignores the fit
+    standard = _model("cvae", LABELLED, VAEConfig(latent_dim=4, width=4, label_dim=3, sampling_prior="standard"))
+    standard.aggregate_mean.copy_(mean)
+    assert not standard.uses_aggregate_prior
+    torch.testing.assert_close(standard.from_noise(torch.ones(2, 4), torch.tensor([1, 1])), torch.ones(2, 4))
+    translator = _model("cvae", PAIRED)
+    assert not translator.uses_aggregate_prior and not hasattr(translator, "aggregate_mean")
+
+
+def test_the_tracked_prior_is_saved_with_the_weights(tmp_path):
+    config = build_run_config("cvae", "quick", {"data.image_size": 16, "train.steps": 2},
+                              ["net.width=4", "net.latent_dim=4", "data.task=fashion-mnist", "data.train_limit=16",
+                               "train.batch_size=8", "train.preview_count=2"])
+    result = train(config, tmp_path / "run", progress=False)
+    from genlab.api import load_run
+
+    loaded = load_run(tmp_path / "run", device="cpu").model
+    torch.testing.assert_close(loaded.aggregate_mean, result.model.aggregate_mean)
+    assert not torch.equal(loaded.aggregate_mean, torch.zeros_like(loaded.aggregate_mean))
+
+
+def test_a_checkpoint_without_the_fit_loads_with_the_standard_prior_and_a_warning():
+    model = _model("cvae", LABELLED)
+    state = model.training_state()
+    for key in ("aggregate_mean", "aggregate_second"):
+        del state["networks"][key]
+    fresh = _model("cvae", LABELLED)
+    fresh.aggregate_mean.fill_(5.0)
+    with pytest.warns(UserWarning, match="predates it"):
+        fresh.load_training_state(state, weights_only=True)
+    assert torch.equal(fresh.aggregate_mean, torch.zeros_like(fresh.aggregate_mean))  # the N(0, I) start
+    assert torch.equal(fresh.aggregate_second, torch.eye(4).repeat(3, 1, 1))
