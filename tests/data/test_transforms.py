@@ -122,6 +122,24 @@ def test_training_batches_repeat_for_the_same_seed_and_step(tmp_path, monkeypatc
     assert not torch.equal(a["target"], task.training_batch(step=4, batch_size=4, seed=0)["target"])
 
 
+def test_the_jitter_runs_on_the_training_device_from_uint8_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path))
+    task = build_task(DataConfig(image_size=16, train_limit=20))
+    seen = []
+    prepare = task.prepare
+
+    def spy(items, **kwargs):
+        seen.append({key: (value.dtype, value.device) for key, value in items.items()})
+        return prepare(items, **kwargs)
+
+    monkeypatch.setattr(task, "prepare", spy)
+    moved = task.training_batch(step=3, batch_size=4, seed=0, device=torch.device("cpu"), pin_memory=True)
+    # what reaches the jitter is still uint8 and already on the device: the copy moves a quarter of the bytes
+    assert seen[-1]["source"] == (torch.uint8, torch.device("cpu"))
+    here = task.training_batch(step=3, batch_size=4, seed=0)
+    assert torch.equal(moved["source"], here["source"]) and torch.equal(moved["target"], here["target"])
+
+
 def test_unpaired_domains_are_drawn_independently():
     spec = TaskSpec("toy", "unpaired", 8, 1, 1)
     a = torch.arange(6, dtype=torch.uint8).view(6, 1, 1, 1).expand(6, 1, 8, 8).contiguous()

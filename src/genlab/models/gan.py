@@ -320,4 +320,7 @@ class CGAN(AdversarialModel):
         },
         "quick": dict(QUICK),
     }
+    # Image-conditional translation of facades-synth at 64 px: 2000 steps of 8, about 3 minutes on 2 CPU cores
+    # (test SSIM 0.395 against the mean photo's 0.079).
+    task_presets = {"quick": {"facades-synth": {"data.image_size": 64, "train.batch_size": 8, "train.steps": 2000}}}
     default_preset = "quick"

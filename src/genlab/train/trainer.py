@@ -319,7 +319,12 @@ class _Loop:
         """One optimisation step with its logging, preview and checkpoint; NonFiniteError on a NaN/Inf."""
         train = self.config.train
         batch = self.task.training_batch(
-            self.model.step, train.batch_size, self.config.seed, unpaired=self.model.abilities.unpaired
+            self.model.step,
+            train.batch_size,
+            self.config.seed,
+            unpaired=self.model.abilities.unpaired,
+            device=self.model.device,  # jitter runs there, on uint8 rows moved first
+            pin_memory=train.pin_memory,
         )
         batch = self.dist.shard(batch, train.batch_size)  # this rank's rows of the step's global batch
         batch = {key: self.to_device(value) for key, value in batch.items()}
