@@ -266,48 +266,51 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(toy_task, tmp_path
 
 
 # --- the sampling prior ------------------------------------------------------------------------------------------
-def test_aggregate_moments_are_a_per_class_running_average():
-    from genlab.models.vae import update_aggregate_moments
+def test_aggregate_moment_sums_add_up_each_class_posteriors():
+    from genlab.models.vae import aggregate_moment_sums
 
-    mean, second = torch.zeros(3, 2), torch.eye(2).repeat(3, 1, 1)
     mu = torch.tensor([[1.0, 2.0], [3.0, 4.0], [-1.0, 0.5]])
     logvar = torch.log(torch.tensor([[0.5, 0.5], [0.1, 0.2], [1.0, 1.0]]))
-    classes = torch.tensor([0, 0, 2])  # class 1 is absent from the batch
-    new_mean, new_second = update_aggregate_moments(mean, second, mu, logvar, classes, decay=0.9)
-    kept = 0.9**2
-    torch.testing.assert_close(new_mean[0], (1 - kept) * torch.tensor([2.0, 3.0]))
-    expected_second = (torch.outer(mu[0], mu[0]) + torch.diag(logvar[0].exp()) + torch.outer(mu[1], mu[1])
-                       + torch.diag(logvar[1].exp())) / 2
-    torch.testing.assert_close(new_second[0], kept * torch.eye(2) + (1 - kept) * expected_second)
-    torch.testing.assert_close(new_mean[1], mean[1])
-    torch.testing.assert_close(new_second[1], second[1])
-    torch.testing.assert_close(new_mean[2], 0.1 * mu[2])
+    counts, sums, second = aggregate_moment_sums(mu, logvar, torch.tensor([0, 0, 2]), 3)  # class 1 absent
+    assert counts.tolist() == [2.0, 0.0, 1.0] and sums.dtype == torch.float64
+    torch.testing.assert_close(sums[0], torch.tensor([4.0, 6.0], dtype=torch.float64))
+    expected = sum(torch.outer(mu[i], mu[i]) + torch.diag(logvar[i].exp()) for i in (0, 1)).double()
+    torch.testing.assert_close(second[0], expected)
+    assert not sums[1].any() and not second[1].any()
 
 
-def test_aggregate_moments_converge_to_the_mixture_of_the_posteriors():
-    from genlab.models.vae import gaussian_factors, update_aggregate_moments
+def test_calibration_fits_the_mixture_of_the_posteriors():
+    """Posterior means around a known centre with known spread, each posterior N(mu_i, e^-2 I): the fit is the
+    mixture's mean E[mu] and covariance Cov(mu) + e^-2 I, and the prior draws follow it."""
+    from genlab.models.vae import gaussian_factors
 
+    model = _model("vae", LABELLED)
     generator = torch.Generator().manual_seed(0)
-    centre, spread = torch.tensor([2.0, -1.0]), torch.tensor([[0.6, 0.2], [0.0, 0.3]])
-    mean, second = torch.zeros(1, 2), torch.eye(2)[None]
-    for _ in range(400):
-        mu = centre + torch.randn(64, 2, generator=generator) @ spread.T  # posterior means of one class
-        logvar = torch.full((64, 2), -2.0)  # every posterior N(mu_i, e^-2 I)
-        mean, second = update_aggregate_moments(mean, second, mu, logvar, torch.zeros(64, dtype=torch.long))
-    # the mixture of N(mu_i, s^2 I): mean E[mu], covariance Cov(mu) + s^2 I
-    expected_cov = spread @ spread.T + torch.exp(torch.tensor(-2.0)) * torch.eye(2)
-    factor = gaussian_factors(mean, second)[0]
-    torch.testing.assert_close(mean[0], centre, atol=0.05, rtol=0)
-    torch.testing.assert_close(factor @ factor.T, expected_cov, atol=0.05, rtol=0)
+    centre, spread = torch.tensor([2.0, -1.0, 0.5, 0.0]), torch.diag(torch.tensor([0.6, 0.3, 1.0, 0.2]))
+    mus = [centre + torch.randn(500, 4, generator=generator) @ spread for _ in range(8)]
+
+    class FixedEncoder(torch.nn.Module):  # hands out the prepared posteriors batch by batch
+        def forward(self, image, cond=None):
+            return mus.pop(0), torch.full((len(image), 4), -2.0)
+
+    model.encoder = FixedEncoder()
+    expected_mean, expected_cov = torch.cat(mus).mean(0), torch.cov(torch.cat(mus).T, correction=0)
+    model.calibrate({"image": torch.zeros(500, 1, 16, 16)} for _ in range(8))
+    factor = gaussian_factors(model.aggregate_mean, model.aggregate_second)[0]
+    torch.testing.assert_close(model.aggregate_mean[0], expected_mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(factor @ factor.T, expected_cov + torch.exp(torch.tensor(-2.0)) * torch.eye(4),
+                               atol=1e-4, rtol=0)
+    z = model.prior_latents(4000, torch.Generator().manual_seed(1), None, 1.0)
+    torch.testing.assert_close(z.mean(0), expected_mean, atol=0.1, rtol=0)
 
 
 def test_generation_samples_from_the_tracked_prior_and_translation_from_n01():
     model = _model("cvae", LABELLED)
     assert model.uses_aggregate_prior and model.aggregate_mean.shape == (3, 4)
     torch.testing.assert_close(model.from_noise(torch.ones(2, 4), torch.tensor([0, 2])), torch.ones(2, 4))  # N(0, I)
-    before = model.aggregate_mean.clone()
-    model.training_step(_labelled_batch())
-    assert not torch.equal(model.aggregate_mean, before)  # a training step moves the fit
+    model.calibrate([{"image": torch.rand(4, 1, 16, 16), "label": torch.tensor([0, 0, 2, 2])}])
+    assert model.aggregate_mean[[0, 2]].abs().sum() > 0  # fitted where the classes were seen
+    assert torch.equal(model.aggregate_mean[1], torch.zeros(4))  # class 1 unseen: still N(0, I)
     # A known fit: class 1 centred at (3, 0, 0, 0) with covariance diag(4, 1, 1, 1).
     mean = torch.zeros(3, 4)
     mean[1, 0] = 3.0
@@ -330,16 +333,24 @@ def test_generation_samples_from_the_tracked_prior_and_translation_from_n01():
     assert not translator.uses_aggregate_prior and not hasattr(translator, "aggregate_mean")
 
 
-def test_the_tracked_prior_is_saved_with_the_weights(tmp_path):
+def test_the_trainer_fits_the_prior_and_saves_it_with_the_weights(tmp_path):
     config = build_run_config("cvae", "quick", {"data.image_size": 16, "train.steps": 2},
                               ["net.width=4", "net.latent_dim=4", "data.task=fashion-mnist", "data.train_limit=16",
                                "train.batch_size=8", "train.preview_count=2"])
     result = train(config, tmp_path / "run", progress=False)
     from genlab.api import load_run
 
-    loaded = load_run(tmp_path / "run", device="cpu").model
-    torch.testing.assert_close(loaded.aggregate_mean, result.model.aggregate_mean)
-    assert not torch.equal(loaded.aggregate_mean, torch.zeros_like(loaded.aggregate_mean))
+    loaded = load_run(tmp_path / "run", device="cpu")
+    model = loaded.model
+    torch.testing.assert_close(model.aggregate_mean, result.model.aggregate_mean)
+    # the fit is the final weights' posteriors on the training images (16 here)
+    split = loaded.task().split("train")
+    refit = _model("cvae", model.spec, model.config)
+    refit.load_training_state({"networks": model.state_dict()}, weights_only=True)
+    refit.aggregate_mean.zero_()
+    refit.calibrate([loaded.task().prepare(split.subset(torch.arange(len(split))))])
+    torch.testing.assert_close(refit.aggregate_mean, model.aggregate_mean)
+    assert result.model.calibration_images == 10_000 and _model("cvae", PAIRED).calibration_images == 0
 
 
 def test_a_checkpoint_without_the_fit_loads_with_the_standard_prior_and_a_warning():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -123,6 +123,8 @@ class GenerativeModel(nn.Module, ABC):
     # preset itself is set up for facades): applied over the preset when the run trains on that task.
     task_presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     default_preset: ClassVar[str] = "quick"
+    # Training images `calibrate` is given before each preview and checkpoint (0: the family fits nothing).
+    calibration_images: ClassVar[int] = 0
 
     def __init__(self, config: Any, spec: TaskSpec) -> None:
         super().__init__()
@@ -370,6 +372,11 @@ class GenerativeModel(nn.Module, ABC):
             scaler.update()
         else:
             optimizer.step()
+
+    def calibrate(self, batches: Iterable[dict[str, torch.Tensor]]) -> None:
+        """Refit statistics that sampling reads from the data under the current weights, as BatchNorm's running
+        statistics are recalibrated: the trainer calls it before each preview and checkpoint with unjittered
+        training batches (the first `calibration_images` items). The VAE families fit their sampling prior here."""
 
     def check_budget(self, step_budget: int | None) -> None:
         """Called by the trainer before the first step with the step budget (None: minutes only): a family whose

@@ -247,6 +247,7 @@ class _Loop:
         self.log, self.preview, self.seconds_before = log, preview, seconds_before
         self.started = time.perf_counter()
         self.on_checkpoint: CheckpointHook | None = None
+        self.calibrated_step: int | None = None  # the step the model's sampling statistics were last refit at
         self.dist = Distributed(model.device)  # the trainer sets the real one
         self.hook_seconds = 0.0  # time spent in on_checkpoint, left out of the training time
 
@@ -438,9 +439,28 @@ class _Loop:
             f"(rollback {self.rollbacks} of at most {train.max_rollbacks})"
         )
 
+    def calibrate_model(self) -> None:
+        """Let the model refit what it samples from (the VAE's prior) to its current weights, once per step,
+        on the first `calibration_images` training items without jitter (rank 0, which previews and saves)."""
+        count = min(self.model.calibration_images, len(self.task.split("train")))
+        if count == 0 or self.calibrated_step == self.model.step:
+            return
+        split, chunk = self.task.split("train"), 256
+        batches = (
+            {key: value.to(self.model.device)
+             for key, value in self.task.prepare(split.subset(torch.arange(start, min(start + chunk, count)))).items()}
+            for start in range(0, count, chunk)
+        )
+        was_training = self.model.training
+        with torch.no_grad():
+            self.model.calibrate(batches)
+        self.model.train(was_training)
+        self.calibrated_step = self.model.step
+
     def save_preview(self) -> None:
         if not self.dist.is_main:
             return
+        self.calibrate_model()
         was_training = self.model.training
         rows = self.model.preview({k: v.to(self.model.device) for k, v in self.preview.items()})
         self.model.train(was_training)
@@ -458,6 +478,7 @@ class _Loop:
         """Write last.pt, then link it as the numbered checkpoint of this step and prune old ones (rank 0)."""
         if not self.dist.is_main:
             return
+        self.calibrate_model()
         payload = {
             "model": self.config.model,
             "config": self.config.to_dict(),
