@@ -150,3 +150,26 @@ def test_each_feature_network_is_loaded_once_per_evaluation(facades_run, tiny_do
     result = evaluate_run(facades_run, options, device="cpu", write=False)
     assert sorted(calls) == ["domain", "inception"]  # the model and all three baselines share them
     assert result.baselines["nearest_neighbour"][0].metric == "psnr"
+
+
+def test_labelled_pairs_get_the_class_accuracy_of_their_translations(tmp_path, tiny_domain_recipes):
+    config = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion", "data.image_size": 16,
+                                                    "train.steps": 2}, ["net.width=4", "train.preview_count=2"])
+    train(config, tmp_path / "p2p", progress=False)
+    options = EvalOptions(features=("domain",), limit=40, baselines=True, diversity_inputs=0, lpips=False)
+    result = evaluate_run(tmp_path / "p2p", options, device="cpu")
+    accuracy = result.score("class_accuracy")
+    assert accuracy.count == 40 and 0 <= accuracy.value <= 1 and accuracy.notes == ("chance 10.0%",)
+    # the real garments' accuracy is the ceiling, computed with the same classifier on the same 40 labels
+    task = get_task(DataConfig(task="edges2fashion", image_size=16))
+    test = task.split("test")
+    real = result.baselines["real_target"][0]
+    from genlab.evaluate import Judges
+    from genlab.metrics import suite
+
+    extractor, _ = Judges(task, options).network("domain")
+    predicted = suite.features_of(extractor, test.fields["target"][:40])["probs"].argmax(dim=1)
+    assert real.metric == "class_accuracy" and real.value == pytest.approx(
+        float((predicted == test.fields["label"][:40]).double().mean())
+    )
+    assert result.baselines["mean_train_target"][-1].metric == "class_accuracy"

@@ -235,7 +235,10 @@ def evaluate_translation(
         prefix = "" if direction == "AtoB" else "BtoA."
         # The domain networks judge the task's targets (photos, garments), so BtoA gets pixel metrics only.
         judged = options if direction == "AtoB" else replace(options, features=())
-        scores += score_translations(outputs, references, inputs, judged, judges, paired=paired, prefix=prefix)
+        labels = data.fields.get("label") if direction == "AtoB" else None
+        scores += score_translations(
+            outputs, references, inputs, judged, judges, paired=paired, prefix=prefix, labels=labels
+        )
     if options.diversity_inputs and model.abilities.stochastic:
         count = min(options.diversity_inputs, len(data))
         sources = data.fields[direction_fields(task)["AtoB"][0]][:count]
@@ -252,14 +255,17 @@ def translation_baselines(
     task: Task, data: ImageSplit, options: EvalOptions, judges: Judges
 ) -> dict[str, list[Score]]:
     """The mean training target and the nearest neighbour, scored with every metric that applies to them; for
-    label-map tasks also the real photos' FCN-score (the ceiling a translator can reach)."""
+    label-map tasks also the real photos' FCN-score, and for labelled pairs the real targets' class accuracy
+    (the ceilings a translator can reach)."""
     input_field, reference_field = direction_fields(task)["AtoB"]
     inputs, references = data.fields[input_field], data.fields[reference_field]
+    labels = data.fields.get("label")
     paired = task.spec.kind == "paired"
     quiet = replace(options, diversity_inputs=0)
     baselines = {
         name: score_translations(
-            translate_split(baseline, inputs, options.batch_size), references, inputs, quiet, judges, paired=paired
+            translate_split(baseline, inputs, options.batch_size), references, inputs, quiet, judges, paired=paired,
+            labels=labels,
         )
         for name, baseline in (
             ("mean_train_target", mean_target_baseline(task)),
@@ -270,7 +276,15 @@ def translation_baselines(
         judge, network = judges.network("domain")
         if judge is not None and judge.kind == "segmenter":
             baselines["real_target"] = suite.fcn_scores(judge, network, references, inputs)
+        if judge is not None and judge.kind == "classifier" and labels is not None:
+            predicted = suite.features_of(judge, references)["probs"].argmax(dim=1)
+            baselines["real_target"] = [suite.class_accuracy(predicted, labels, network, class_count(task, labels))]
     return baselines
+
+
+def class_count(task: Task, labels: torch.Tensor) -> int:
+    """The number of classes of a task's labels: its class names, else the largest label + 1."""
+    return len(task.spec.class_names) or int(labels.max()) + 1
 
 
 def score_translations(
@@ -281,9 +295,11 @@ def score_translations(
     judges: Judges,
     paired: bool = True,
     prefix: str = "",
+    labels: torch.Tensor | None = None,
 ) -> list[Score]:
-    """Paired metrics (when outputs[i] has a true targets[i]), then each feature space's distribution metrics
-    and, for label maps judged by a segmenter, the FCN-score."""
+    """Paired metrics (when outputs[i] has a true targets[i]), then each feature space's distribution metrics;
+    for label maps judged by a segmenter the FCN-score, and for items with a class `labels` (N,) judged by a
+    classifier the class accuracy of the outputs."""
     scores: list[Score] = []
     if paired:
         metrics = suite.PAIRED_METRICS if options.lpips else ("psnr", "ssim", "ms_ssim")
@@ -294,9 +310,13 @@ def score_translations(
             scores.append(skipped(f"{prefix}{space}.fid", network))
             continue
         real = judges.real_features(space, targets)
-        scores += suite.distribution_scores(outputs, real, extractor, network, seed=options.seed, space=prefix + space)
+        fake = suite.features_of(extractor, outputs)
+        scores += suite.distribution_scores(fake, real, extractor, network, seed=options.seed, space=prefix + space)
         if space == "domain" and extractor.kind == "segmenter" and paired:
             scores += suite.fcn_scores(extractor, network, outputs, sources)
+        if space == "domain" and extractor.kind == "classifier" and labels is not None:
+            predicted = fake["probs"].argmax(dim=1)
+            scores.append(suite.class_accuracy(predicted, labels, network, class_count(judges.task, labels)))
     return scores
 
 

@@ -359,13 +359,17 @@ def build_fashion_mnist_task(config: DataConfig) -> Task:
 
 
 def build_edges2fashion_task(config: DataConfig) -> Task:
-    """edges2fashion: an edge map of the garment ("source", 1 channel) -> the garment ("target", 1 channel)."""
+    """edges2fashion: an edge map of the garment ("source", 1 channel) -> the garment ("target", 1 channel).
+
+    Each pair keeps its garment's class ("label", int64), so evaluation can say how often the translations are
+    classified as the garment they should be; the translators themselves do not see it."""
     _check_size(config)
     spec = TaskSpec("edges2fashion", "paired", config.image_size, 1, 1, class_names=CLASS_NAMES)
 
     def load_split(split: str) -> ImageSplit:
         arrays = load_split_arrays(config, split, edges=True)
-        return ImageSplit({"source": arrays["edges"], "target": arrays["image"]}, arrays["names"])
+        fields = {"source": arrays["edges"], "target": arrays["image"], "label": arrays["label"]}
+        return ImageSplit(fields, arrays["names"])
 
     return Task(spec, load_split, config)
 
