@@ -304,7 +304,7 @@ def test_calibration_fits_the_mixture_of_the_posteriors():
     torch.testing.assert_close(z.mean(0), expected_mean, atol=0.1, rtol=0)
 
 
-def test_generation_samples_from_the_tracked_prior_and_translation_from_n01():
+def test_generation_samples_from_the_fitted_prior_and_translation_from_n01():
     model = _model("cvae", LABELLED)
     assert model.uses_aggregate_prior and model.aggregate_mean.shape == (3, 4)
     torch.testing.assert_close(model.from_noise(torch.ones(2, 4), torch.tensor([0, 2])), torch.ones(2, 4))  # N(0, I)

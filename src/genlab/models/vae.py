@@ -53,7 +53,7 @@ class VAEConfig:
     beta1: float = unit_interval(0.9, high_open=True)
     beta2: float = unit_interval(0.999, high_open=True)
     kl_warmup_steps: int = non_negative(0)  # linear KL annealing from 0 to beta over this many steps (0 = off)
-    # where generation draws z: a running Gaussian fit of each class's aggregate posterior, or N(0, I)
+    # where generation draws z: a Gaussian fit of each class's aggregate posterior (see `calibrate`), or N(0, I)
     sampling_prior: SamplingPrior = "aggregate"
 
 
@@ -241,7 +241,7 @@ class VariationalAutoencoder(GenerativeModel):
         return z.to(self.device)
 
     def load_training_state(self, state: dict, weights_only: bool = False) -> None:
-        """As the base class; a checkpoint written before the aggregate prior was tracked loads with the
+        """As the base class; a checkpoint written before genlab fitted the aggregate prior loads with the
         starting fit, N(0, I), and a warning."""
         networks = state["networks"]
         missing = [key for key in ("aggregate_mean", "aggregate_second") if hasattr(self, key) and key not in networks]
@@ -282,7 +282,7 @@ class VariationalAutoencoder(GenerativeModel):
 
     @property
     def uses_aggregate_prior(self) -> bool:
-        """Whether generation draws from the running fit of the aggregate posterior (not for translation)."""
+        """Whether generation draws from the fit of the aggregate posterior (not for translation)."""
         return not self.translates_source and self.config.sampling_prior == "aggregate"
 
     def from_noise(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -291,7 +291,7 @@ class VariationalAutoencoder(GenerativeModel):
         An affine map, so a linear walk between two noises is a linear walk between their codes."""
         if not self.uses_aggregate_prior:
             return noise
-        classes = labels.to(self.device) if labels is not None else torch.zeros(len(noise), dtype=torch.long)
+        classes = labels if labels is not None else torch.zeros(len(noise), dtype=torch.long)
         classes = classes.to(self.device)
         factors = gaussian_factors(self.aggregate_mean, self.aggregate_second)  # (K, D, D)
         return self.aggregate_mean[classes] + (factors[classes] @ noise.to(self.device)[:, :, None]).squeeze(2)
