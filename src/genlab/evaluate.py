@@ -277,7 +277,8 @@ def translation_baselines(
         if judge is not None and judge.kind == "segmenter":
             baselines["real_target"] = suite.fcn_scores(judge, network, references, inputs)
         if judge is not None and judge.kind == "classifier" and labels is not None:
-            predicted = suite.features_of(judge, references)["probs"].argmax(dim=1)
+            # the references' features are those the baselines' scores above already extracted (and cached)
+            predicted = judges.real_features("domain", references)["probs"].argmax(dim=1)
             baselines["real_target"] = [suite.class_accuracy(predicted, labels, network, class_count(task, labels))]
     return baselines
 

@@ -442,10 +442,10 @@ class _Loop:
     def calibrate_model(self) -> None:
         """Let the model refit what it samples from (the VAE's prior) to its current weights, once per step,
         on the first `calibration_images` training items without jitter (rank 0, which previews and saves)."""
-        count = min(self.model.calibration_images, len(self.task.split("train")))
+        split, chunk = self.task.split("train"), 256
+        count = min(self.model.calibration_images, len(split))
         if count == 0 or self.calibrated_step == self.model.step:
             return
-        split, chunk = self.task.split("train"), 256
         batches = (
             {key: value.to(self.model.device)
              for key, value in self.task.prepare(split.subset(torch.arange(start, min(start + chunk, count)))).items()}
