@@ -187,3 +187,18 @@ def test_presets():
     assert quick.channel_mults == (1, 1, 2, 4) and quick.attention_resolutions == (8, 4)
     count = sum(p.numel() for p in DiffusionUNet(quick).parameters())
     assert 900_000 < count < 3_000_000
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_self_attention_is_softmax_attention_over_pixels(layout):
+    from genlab.nn.diffusion_unet import SelfAttention
+
+    attention = SelfAttention(channels=8, heads=2, norm="group")
+    torch.nn.init.normal_(attention.out.weight)  # the output conv starts at zero; make it count
+    x = torch.randn(3, 8, 4, 5).contiguous(memory_format=layout)
+    # the textbook form: per head, softmax(q k^T / sqrt(d)) v over the 20 pixels, with 1x1 convs as projections
+    q, k, v = attention.qkv(attention.norm(x)).double().reshape(3, 3, 2, 4, 20).unbind(1)  # each (B, heads, d, HW)
+    weights = torch.softmax(q.transpose(-1, -2) @ k / 2.0, dim=-1)  # (B, heads, HW, HW), sqrt(d) = 2
+    attended = (v @ weights.transpose(-1, -2)).reshape(3, 8, 4, 5).float()
+    expected = x + attention.out(attended)
+    torch.testing.assert_close(attention(x), expected, rtol=1e-5, atol=1e-5)

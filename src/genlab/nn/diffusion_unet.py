@@ -256,11 +256,17 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(batch, 3, self.heads, channels // self.heads, height * width)
-        query, key, value = (qkv[:, i].transpose(-1, -2) for i in range(3))  # each (B, heads, HW, C/heads)
+        # The 1x1 convs run as linear maps over the pixels as tokens, so q, k and v come out with the head
+        # dimension contiguous: the layout the fused attention kernels need (with channels first they fall back
+        # to the unfused softmax(Q K^T) V).
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, HW, 3C)
+        qkv = qkv.view(batch, height * width, 3, self.heads, channels // self.heads)
+        query, key, value = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # each (B, heads, HW, C/heads)
         attended = F.scaled_dot_product_attention(query, key, value)  # (B, heads, HW, C/heads)
-        attended = attended.transpose(-1, -2).reshape(batch, channels, height, width)
-        return x + self.out(attended)
+        attended = attended.transpose(1, 2).reshape(batch, height * width, channels)  # (B, HW, C)
+        out = F.linear(attended, self.out.weight.flatten(1), self.out.bias)  # (B, HW, C)
+        return x + out.transpose(1, 2).reshape(batch, channels, height, width)
 
 
 class Downsample(nn.Module):
