@@ -89,6 +89,8 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     assert 0 <= accuracy.value <= 1 and accuracy.notes == ("chance 10.0%",)
     assert accuracy.network.name.startswith("domain:fashion-mnist classifier")
     assert result.score("domain.is").value >= 1
+    worst = result.score("worst_class_accuracy")
+    assert 0 <= worst.value <= accuracy.value and worst.count == 2 and worst.notes[0].startswith("class '")
     other = evaluate_run(tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2), device="cpu")
     assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta0-g3.json").is_file()  # both kept
     assert other.sampler["steps"] == 2
@@ -172,4 +174,9 @@ def test_labelled_pairs_get_the_class_accuracy_of_their_translations(tmp_path, t
     assert real.metric == "class_accuracy" and real.value == pytest.approx(
         float((predicted == test.fields["label"][:40]).double().mean())
     )
-    assert result.baselines["mean_train_target"][-1].metric == "class_accuracy"
+    assert [s.metric for s in result.baselines["mean_train_target"][-2:]] == ["class_accuracy", "worst_class_accuracy"]
+    worst = result.baselines["real_target"][1]
+    per_class = [float((predicted[:40][test.fields["label"][:40] == c] == c).double().mean())
+                 for c in test.fields["label"][:40].unique()]
+    assert worst.metric == "worst_class_accuracy" and worst.value == pytest.approx(min(per_class))
+    assert worst.value <= real.value

@@ -279,8 +279,17 @@ def translation_baselines(
         if judge is not None and judge.kind == "classifier" and labels is not None:
             # the references' features are those the baselines' scores above already extracted (and cached)
             predicted = judges.real_features("domain", references)["probs"].argmax(dim=1)
-            baselines["real_target"] = [suite.class_accuracy(predicted, labels, network, class_count(task, labels))]
+            baselines["real_target"] = class_scores(predicted, labels, network, task)
     return baselines
+
+
+def class_scores(predicted: torch.Tensor, labels: torch.Tensor, network, task: Task) -> list[Score]:
+    """How often the classifier reads each output as the class it was asked for (or whose pair it is): overall
+    and for the worst class."""
+    return [
+        suite.class_accuracy(predicted, labels, network, class_count(task, labels)),
+        suite.worst_class_accuracy(predicted, labels, network, task.spec.class_names),
+    ]
 
 
 def class_count(task: Task, labels: torch.Tensor) -> int:
@@ -316,8 +325,7 @@ def score_translations(
         if space == "domain" and extractor.kind == "segmenter" and paired:
             scores += suite.fcn_scores(extractor, network, outputs, sources)
         if space == "domain" and extractor.kind == "classifier" and labels is not None:
-            predicted = fake["probs"].argmax(dim=1)
-            scores.append(suite.class_accuracy(predicted, labels, network, class_count(judges.task, labels)))
+            scores += class_scores(fake["probs"].argmax(dim=1), labels, network, judges.task)
     return scores
 
 
@@ -427,6 +435,5 @@ def score_samples(
             fake_features, real_features, extractor, network, seed=options.seed, space=space
         )
         if labels is not None and space == "domain" and extractor.kind == "classifier":
-            predicted = fake_features["probs"].argmax(dim=1)
-            scores.append(suite.class_accuracy(predicted, labels, network, task.spec.num_classes))
+            scores += class_scores(fake_features["probs"].argmax(dim=1), labels, network, task)
     return scores

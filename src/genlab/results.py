@@ -34,6 +34,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "recall": True,
     "pixel_accuracy": True,
     "class_accuracy": True,
+    "worst_class_accuracy": True,
     "mean_iou": True,
     "diversity": True,
 }

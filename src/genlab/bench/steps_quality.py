@@ -14,7 +14,7 @@ from genlab.api import load_run
 from genlab.evaluate import EvalOptions, Judges, evaluate_model
 from genlab.results import EvalResult
 
-HEADLINE = ("domain.fid", "domain.kid", "class_accuracy", "psnr", "ssim")
+HEADLINE = ("domain.fid", "domain.kid", "class_accuracy", "worst_class_accuracy", "psnr", "ssim")
 
 
 def measure(

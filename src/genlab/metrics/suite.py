@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -228,6 +228,29 @@ def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, network: Featu
         network=network,
         notes=(f"chance {1 / classes:.1%}",),
         per_item=tuple(float(v) for v in correct),
+    )
+
+
+def worst_class_accuracy(
+    predicted: torch.Tensor, labels: torch.Tensor, network: FeatureNetwork, class_names: Sequence[str] = ()
+) -> Score:
+    """The lowest class accuracy over the classes asked for: a model can score well on average while one class
+    (Fashion-MNIST's shirt, say) is rarely drawn right. The note names the class."""
+    predicted, labels = predicted.cpu(), labels.cpu()
+    if len(labels) == 0:
+        raise GenlabError("worst_class_accuracy: no labels")
+    classes = labels.unique()  # (K',) the classes asked for, ascending
+    accuracies = torch.stack([(predicted[labels == c] == c).double().mean() for c in classes])
+    worst = int(accuracies.argmin())
+    index = int(classes[worst])
+    name = class_names[index] if index < len(class_names) else str(index)
+    return Score(
+        "worst_class_accuracy",
+        float(accuracies[worst]),
+        count=int((labels == index).sum()),
+        higher_is_better=True,
+        network=network,
+        notes=(f"class {name!r} (of {len(classes)} asked for)",),
     )
 
 
