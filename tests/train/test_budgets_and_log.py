@@ -112,3 +112,29 @@ def test_ldm_refuses_a_budget_that_ends_before_its_diffusion_stage(tmp_path):
     with pytest.raises(GenlabError, match="ends before the diffusion stage"):
         train(config, tmp_path / "ldm", progress=False)
     assert not (tmp_path / "ldm" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "model, overrides, rate",
+    [
+        ("cvae", ["net.width=4", "net.latent_dim=4"], 1e-3),
+        ("cddim", ["net.base_width=8", "net.channel_mults=[1,2]", "net.num_res_blocks=1", "net.timesteps=20",
+                   "net.warmup_steps=2", "net.preview_steps=2"], 1e-3),
+    ],
+)
+def test_vae_and_diffusion_decay_their_learning_rate_over_the_budget(tmp_path, toy_task, model, overrides, rate):
+    config = build_run_config(model, "quick", {"data.task": toy_task, "data.image_size": 16},
+                              overrides + ["net.lr_decay_start=0.5", "train.batch_size=2", "train.preview_count=2"])
+    set_budget(config.train, images=20)  # 10 steps
+    result = train(config, tmp_path / "run", progress=False)
+    group = next(iter(result.model.optimizers.values())).param_groups[0]
+    assert group["initial_lr"] == rate
+    # The VAE sets the rate of step n from the progress n / 10 when it begins; the diffusion scheduler sets the
+    # rate of step n + 1 after step n from that same progress. So the last step ran at 9/10, and the rate
+    # left for an 11th step is that of 9/10 (the VAE: of the last step; diffusion: past its warm-up).
+    assert group["lr"] == pytest.approx(rate * (1 - 0.9) / 0.5)
+
+
+def test_a_constant_schedule_is_the_default_for_vae_and_diffusion():
+    for model in ("cvae", "ddpm"):
+        assert build_run_config(model, "quick", {}).net.lr_decay_start == 1.0

@@ -18,7 +18,7 @@ from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.diffusion.process import diffusion_loss
 from genlab.diffusion.samplers import DDIMSampler, DDPMSampler, evenly_spaced_timesteps, sample_loop
 from genlab.diffusion.schedules import NoiseSchedule
-from genlab.models.base import Abilities, GenerativeModel, register_model
+from genlab.models.base import Abilities, GenerativeModel, linear_decay, register_model
 from genlab.nn.diffusion_unet import (
     DiffusionUNet,
     DiffusionUNetConfig,
@@ -51,6 +51,9 @@ class DiffusionConfig:
     lr: float = positive(1e-3)
     weight_decay: float = non_negative(0.0)
     warmup_steps: int = non_negative(200)  # linear LR warm-up keeps the high LR from blowing up the first steps
+    # then constant until this fraction of the training budget (steps, images or minutes, so --minutes decays
+    # too), and linearly to zero at its end; 1.0 = constant after the warm-up.
+    lr_decay_start: float = unit_interval(1.0)
     grad_clip: float | None = positive(1.0)
     # EMA of the weights, used for sampling. The warm-up min(decay, (1+n)/(10+n)) makes it useful from the
     # first hundreds of steps; a fixed 0.9999 would stay near the initialisation for a CPU-sized run.
@@ -80,9 +83,12 @@ class DiffusionModel(GenerativeModel):
         optimizer = optimizer_class(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.optimizers = {"network": optimizer}
         warmup = max(1, config.warmup_steps)
+        # The factor for step n + 1 is computed after step n, from the budget spent when step n began (the
+        # trainer sets budget_progress before each step), so it is the same in a resumed run.
         self.schedulers = {
             "network": torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda n: min(1.0, (n + 1) / warmup)
+                optimizer,
+                lambda n: min(1.0, (n + 1) / warmup) * linear_decay(self.budget_progress, config.lr_decay_start),
             )
         }
 

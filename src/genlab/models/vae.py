@@ -53,6 +53,9 @@ class VAEConfig:
     beta1: float = unit_interval(0.9, high_open=True)
     beta2: float = unit_interval(0.999, high_open=True)
     kl_warmup_steps: int = non_negative(0)  # linear KL annealing from 0 to beta over this many steps (0 = off)
+    # LR: constant, then linear to zero from this fraction of the training budget on (steps, images or
+    # minutes, so --minutes decays too); 1.0 = constant.
+    lr_decay_start: float = unit_interval(1.0)
     # where generation draws z: a Gaussian fit of each class's aggregate posterior (see `calibrate`), or N(0, I)
     sampling_prior: SamplingPrior = "aggregate"
 
@@ -205,6 +208,7 @@ class VariationalAutoencoder(GenerativeModel):
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         self.train()
+        self.decay_learning_rates(self.config.lr_decay_start)
         image, source, labels = self.inputs(batch)  # (B, C, H, W) in [-1, 1]
         with self.autocast():
             encoder_maps, decoder_maps, vector = self.condition(source, labels)
