@@ -22,8 +22,8 @@ def sample_images(
     progress: bool = False,
     **options,
 ) -> torch.Tensor:
-    """`count` samples in [-1, 1], drawn in batches; sample i's noise comes from (seed, i) alone, so an image
-    does not change with the batch size."""
+    """`count` samples in [-1, 1], drawn in batches; sample i's noise comes from (seed, i) alone and its class
+    (by default) is i mod the number of classes, so an image does not change with the batch size."""
     model.require("sample")
     if count < 1:
         raise GenlabError(f"sample: count must be at least 1, got {count}")
@@ -31,6 +31,10 @@ def sample_images(
         raise GenlabError(f"sample: batch size must be at least 1, got {batch_size}")
     if labels is not None and len(labels) != count:
         raise GenlabError(f"sample: {len(labels)} labels for {count} images")
+    # The default labels cycle through the classes over all `count` images (what captions and scores assume),
+    # not within each batch.
+    labels = model.check_labels(labels, count)
+    labels = None if labels is None else labels.cpu()
     outputs = []
     for start in tqdm(range(0, count, batch_size), desc="sampling", unit="batch", leave=False, disable=not progress):
         size = min(batch_size, count - start)

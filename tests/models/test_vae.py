@@ -158,6 +158,17 @@ def test_a_sample_does_not_depend_on_the_batch_size(name):
     assert torch.allclose(single[0], batch[3], atol=1e-6)
 
 
+def test_default_labels_cycle_over_all_samples_not_within_each_batch():
+    from genlab.sample import sample_images
+
+    model = _model("cvae", LABELLED)  # 3 classes
+    by_two = sample_images(model, 7, seed=1, batch_size=2)  # batches of 2: the classes must not restart at 0
+    explicit = sample_images(model, 7, labels=torch.tensor([0, 1, 2, 0, 1, 2, 0]), seed=1, batch_size=7)
+    assert torch.allclose(by_two, explicit, atol=1e-6)
+    first_class_only = sample_images(model, 7, labels=torch.zeros(7, dtype=torch.long), seed=1, batch_size=7)
+    assert not torch.allclose(by_two[1], first_class_only[1])  # the label matters, so the check can fail
+
+
 def test_class_conditional_samples_follow_the_labels():
     model = _model("cvae", LABELLED)
     assert model.conditional and model.can("labels")
