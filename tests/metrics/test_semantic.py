@@ -56,7 +56,8 @@ def test_worst_class_accuracy_names_the_weakest_class_asked_for():
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
     predicted = torch.tensor([0, 0, 0, 1, 1, 0, 2, 2, 2, 2])  # class 0: 3/4, class 1: 1/2, class 2: 4/4
     worst = worst_class_accuracy(predicted, labels, network, ("zero", "one", "two", "three"))
-    assert worst.value == 0.5 and worst.count == 2 and worst.notes == ("class 'one' (of 3 asked for)",)
+    assert worst.value == 0.5 and worst.count == 2
+    assert worst.notes == ("class 'one' (of 3 asked for)", "per class: zero 75%, one 50%, two 100%")
     assert worst.higher_is_better and worst.value <= class_accuracy(predicted, labels, network, 4).value
     # class 3 is never asked for, so it cannot be the worst; without names the index is shown
-    assert worst_class_accuracy(predicted, labels, network).notes == ("class '1' (of 3 asked for)",)
+    assert worst_class_accuracy(predicted, labels, network).notes[0] == "class '1' (of 3 asked for)"

@@ -235,22 +235,22 @@ def worst_class_accuracy(
     predicted: torch.Tensor, labels: torch.Tensor, network: FeatureNetwork, class_names: Sequence[str] = ()
 ) -> Score:
     """The lowest class accuracy over the classes asked for: a model can score well on average while one class
-    (Fashion-MNIST's shirt, say) is rarely drawn right. The note names the class."""
+    (Fashion-MNIST's shirt, say) is rarely drawn right. The notes name the class and list every class's."""
     predicted, labels = predicted.cpu(), labels.cpu()
     if len(labels) == 0:
         raise GenlabError("worst_class_accuracy: no labels")
     classes = labels.unique()  # (K',) the classes asked for, ascending
     accuracies = torch.stack([(predicted[labels == c] == c).double().mean() for c in classes])
+    names = [class_names[int(c)] if int(c) < len(class_names) else str(int(c)) for c in classes]
     worst = int(accuracies.argmin())
-    index = int(classes[worst])
-    name = class_names[index] if index < len(class_names) else str(index)
+    listing = ", ".join(f"{name} {float(value):.0%}" for name, value in zip(names, accuracies, strict=True))
     return Score(
         "worst_class_accuracy",
         float(accuracies[worst]),
-        count=int((labels == index).sum()),
+        count=int((labels == classes[worst]).sum()),
         higher_is_better=True,
         network=network,
-        notes=(f"class {name!r} (of {len(classes)} asked for)",),
+        notes=(f"class {names[worst]!r} (of {len(classes)} asked for)", f"per class: {listing}"),
     )
 
 
