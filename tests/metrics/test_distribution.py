@@ -257,3 +257,11 @@ def test_precision_recall_matches_brute_force() -> None:
 def test_precision_recall_rejects_too_few_points() -> None:
     with pytest.raises(GenlabError, match="at least 4"):
         precision_recall(torch.randn(3, 2), torch.randn(10, 2), k=3)
+
+
+def test_kid_of_whole_sets_has_no_spread():
+    """With the subset size equal to both set sizes every subset is the whole set: std exactly 0."""
+    a, b = torch.randn(60, 8, dtype=torch.float64), torch.randn(60, 8, dtype=torch.float64) + 0.3
+    mean, std = kid(a, b, subsets=10, subset_size=60, generator=torch.Generator().manual_seed(0))
+    expected, _ = _numpy_kid(a.numpy(), b.numpy(), [(np.arange(60), np.arange(60))])
+    assert std.item() == 0.0 and mean.item() == pytest.approx(expected, rel=1e-10)

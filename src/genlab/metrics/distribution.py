@@ -354,6 +354,9 @@ def kid(
         scores = _mmd2_subsets_from_full_kernels(a, b, indices)
     else:
         scores = torch.stack([_mmd2_subset(a[i.to(a.device)], b[j.to(a.device)]) for i, j in indices])
+    if size == n_a == n_b:
+        # Every "subset" is the whole of both sets (in another order): the spread is 0, not rounding noise.
+        return scores.mean(), torch.zeros((), dtype=scores.dtype, device=scores.device)
     return scores.mean(), scores.std(correction=0)
 
 
