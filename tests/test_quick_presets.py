@@ -38,8 +38,8 @@ def test_quick_translators_beat_the_mean_photo_on_ssim(tmp_path, model):
     assert result.score("ssim").value > _baseline(result, "mean_train_target", "ssim")
 
 
-# The CVAE measured 78.6% (README): the 80% target of issue 8 is not reached yet, and this says so.
-CVAE_BELOW_TARGET = pytest.mark.xfail(reason="cvae quick measured 78.6% on Fashion-MNIST, target 80%", strict=False)
+# The CVAE measured 78-79% (README): the 80% target of issue 8 is not reached yet, and this says so.
+CVAE_BELOW_TARGET = pytest.mark.xfail(reason="cvae quick measured 78-79% on Fashion-MNIST, target 80%", strict=False)
 
 
 @pytest.mark.slow
@@ -55,3 +55,12 @@ def test_quick_cyclegan_looks_more_real_than_the_mean_garment(tmp_path):
     run = _trained(tmp_path, "cyclegan", "edges2fashion-unpaired", **{"data.image_size": 32})
     result = evaluate_run(run, EvalOptions(features=("domain",), baselines=True, diversity_inputs=0), device="cpu")
     assert result.score("domain.fid").value < _baseline(result, "mean_train_target", "domain.fid")
+
+
+@pytest.mark.slow
+def test_quick_ddpm_at_the_15_minute_budget_draws_the_requested_class(tmp_path):
+    """Issue 10's DDPM target, at the budget in images that 15 minutes trains on 2 CPU cores (6000 steps of 32,
+    14 min measured): 85% of DDIM-50 samples read as their class at the default guidance (3)."""
+    run = _trained(tmp_path, "ddpm", "fashion-mnist", **{"train.steps": 6000})
+    result = evaluate_run(run, EvalOptions(features=("domain",), count=1000), device="cpu")
+    assert result.score("class_accuracy").value >= 0.85  # chance 10%, real test garments about 91%

@@ -243,10 +243,14 @@ class DDPM(DiffusionModel):
             "train.steps": 800_000,
             "net.sampler": "ddpm",
         },
-        # Fashion-MNIST 28 -> 32 px, ~1M-param net, 3000 steps of 32: about 25 minutes on one CPU core.
+        # Fashion-MNIST 28 -> 32 px, ~1M-param net, 3000 steps of 32: about 7 minutes on 2 CPU cores. The LR
+        # decays to zero over the second half of the budget (so a --minutes run decays too): at 6000 steps
+        # (14 min), 86.1% of DDIM-50 samples read as their class against 84.1% at a constant LR, domain FID
+        # 8.15 against 8.77 (README, DDPM section).
         "quick": {
             "data.task": "fashion-mnist",
             "data.image_size": 32,
+            "net.lr_decay_start": 0.5,
             "train.batch_size": 32,
             "train.steps": 3000,
             "train.sample_every": 500,
