@@ -60,7 +60,9 @@ def test_quick_cyclegan_looks_more_real_than_the_mean_garment(tmp_path):
 @pytest.mark.slow
 def test_quick_ddpm_at_the_15_minute_budget_draws_the_requested_class(tmp_path):
     """Issue 10's DDPM target, at the budget in images that 15 minutes trains on 2 CPU cores (6000 steps of 32,
-    14 min measured): 85% of DDIM-50 samples read as their class at the default guidance (3)."""
+    14 min measured): 85% of DDIM-50 samples read as their class at the preset's guidance (7), every class
+    above 60% (measured 95.7% and shirt 78%)."""
     run = _trained(tmp_path, "ddpm", "fashion-mnist", **{"train.steps": 6000})
     result = evaluate_run(run, EvalOptions(features=("domain",), count=1000), device="cpu")
     assert result.score("class_accuracy").value >= 0.85  # chance 10%, real test garments about 91%
+    assert result.score("worst_class_accuracy").value > 0.60
