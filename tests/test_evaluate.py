@@ -92,7 +92,7 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     worst = result.score("worst_class_accuracy")
     assert 0 <= worst.value <= accuracy.value and worst.count == 2 and worst.notes[0].startswith("class '")
     other = evaluate_run(tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2), device="cpu")
-    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta0-g3.json").is_file()  # both kept
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta0-g7.json").is_file()  # both kept (g7: the preset)
     assert other.sampler["steps"] == 2
 
 
