@@ -283,7 +283,7 @@ def translation_baselines(
     return baselines
 
 
-def class_scores(predicted: torch.Tensor, labels: torch.Tensor, network, task: Task) -> list[Score]:
+def class_scores(predicted: torch.Tensor, labels: torch.Tensor, network: FeatureNetwork, task: Task) -> list[Score]:
     """How often the classifier reads each output as the class it was asked for (or whose pair it is): overall
     and for the worst class."""
     return [

@@ -29,10 +29,8 @@ def sample_images(
         raise GenlabError(f"sample: count must be at least 1, got {count}")
     if batch_size < 1:
         raise GenlabError(f"sample: batch size must be at least 1, got {batch_size}")
-    if labels is not None and len(labels) != count:
-        raise GenlabError(f"sample: {len(labels)} labels for {count} images")
-    # The default labels cycle through the classes over all `count` images (what captions and scores assume),
-    # not within each batch.
+    # Checked (count, range) here once; the default labels cycle through the classes over all `count` images
+    # (what captions and scores assume), not within each batch.
     labels = model.check_labels(labels, count)
     labels = None if labels is None else labels.cpu()
     outputs = []

@@ -17,6 +17,7 @@ import torch
 from genlab.metrics.distribution import fid, inception_score, kid, precision_recall
 from genlab.metrics.features import FeatureWeightsMissing
 from genlab.metrics.pixel import MS_SSIM_MIN_SIZE, ms_ssim, psnr, ssim
+from genlab.metrics.semantic import confusion_matrix, segmentation_scores
 from genlab.results import FeatureNetwork, Score, higher_is_better, skipped
 from genlab.utils import GenlabError, uint8_to_signed
 
@@ -199,8 +200,6 @@ def fcn_scores(
     `segmenter` is any object with `segment(photos in [-1, 1]) -> (B, H, W)` classes, `classes_of(uint8 label
     maps) -> (B, H, W)` (how its task's palette maps to classes) and `num_classes`.
     """
-    from genlab.metrics.semantic import confusion_matrix, segmentation_scores
-
     num_classes = segmenter.num_classes
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for start in range(0, len(photos), batch_size):
@@ -239,15 +238,18 @@ def worst_class_accuracy(
     predicted, labels = predicted.cpu(), labels.cpu()
     if len(labels) == 0:
         raise GenlabError("worst_class_accuracy: no labels")
-    classes = labels.unique()  # (K',) the classes asked for, ascending
-    accuracies = torch.stack([(predicted[labels == c] == c).double().mean() for c in classes])
+    num_classes = max(len(class_names), int(labels.max()) + 1, int(predicted.max()) + 1)
+    confusion = confusion_matrix(predicted, labels, num_classes).double()  # truth rows, predicted columns
+    totals = confusion.sum(dim=1)
+    classes = totals.nonzero().flatten()  # (K',) the classes asked for, ascending
+    accuracies = confusion.diag()[classes] / totals[classes]
     names = [class_names[int(c)] if int(c) < len(class_names) else str(int(c)) for c in classes]
     worst = int(accuracies.argmin())
     listing = ", ".join(f"{name} {float(value):.0%}" for name, value in zip(names, accuracies, strict=True))
     return Score(
         "worst_class_accuracy",
         float(accuracies[worst]),
-        count=int((labels == classes[worst]).sum()),
+        count=int(totals[classes[worst]]),
         higher_is_better=True,
         network=network,
         notes=(f"class {names[worst]!r} (of {len(classes)} asked for)", f"per class: {listing}"),
