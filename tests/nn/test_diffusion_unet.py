@@ -202,3 +202,34 @@ def test_self_attention_is_softmax_attention_over_pixels(layout):
     attended = (v @ weights.transpose(-1, -2)).reshape(3, 8, 4, 5).float()
     expected = x + attention.out(attended)
     torch.testing.assert_close(attention(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["preact", "seed"])
+def test_residual_block_in_place_passes_match_the_formula_with_and_without_gradients(kind):
+    """The block writes its activations and sums in place for speed; its values and its gradients must be
+    those of the out-of-place formula, in training (autograd) and in sampling (no_grad)."""
+    import torch.nn.functional as F
+
+    from genlab.nn.diffusion_unet import ResidualBlock
+
+    config = dataclasses.replace(tiny_config(1, 32), residual_block=kind, norm="group")
+    block = ResidualBlock(8, 16, 12, config)
+    torch.nn.init.normal_(block.conv2.weight)  # the preact block's second conv starts at zero
+    x, embedding = torch.randn(2, 8, 6, 6, requires_grad=True), torch.randn(2, 12, requires_grad=True)
+
+    def formula(x, embedding):
+        first = F.silu(block.norm1(x)) if kind == "preact" else block.norm1(x)
+        hidden = block.conv1(first) + block.embedding(F.silu(embedding))[:, :, None, None]
+        return block.skip(x) + block.conv2(F.silu(block.norm2(hidden)))
+
+    expected = formula(x, embedding)
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, embedding, *block.parameters()])
+    got = block(x, embedding)
+    got_grads = torch.autograd.grad(got.square().sum(), [x, embedding, *block.parameters()])
+    torch.testing.assert_close(got, expected)
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, expected_grad)
+    with torch.no_grad():
+        x_before = x.detach().clone()
+        torch.testing.assert_close(block(x, embedding), expected.detach())
+        torch.testing.assert_close(x, x_before)  # the input is never written

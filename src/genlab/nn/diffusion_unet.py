@@ -232,16 +232,20 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(channels_in, channels_out, 1) if channels_in != channels_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor | None) -> torch.Tensor:
-        # x: (B, C_in, H, W); embedding: (B, E) or None
+        # x: (B, C_in, H, W); embedding: (B, E) or None.
+        # Sampling spends more time on the elementwise passes than the FLOPs suggest (each fresh activation is
+        # new memory), so the activations run in place when no gradient is kept (a norm's output is its own).
+        # The additions are in place always: they write a conv's output, which no backward pass reads.
+        in_place = not torch.is_grad_enabled()
         if self.preact:
-            hidden = self.conv1(F.silu(self.norm1(x)))
+            hidden = self.conv1(F.silu(self.norm1(x), inplace=in_place))
         else:
             hidden = self.conv1(self.norm1(x))
         if self.embedding is not None and embedding is not None:
-            hidden = hidden + self.embedding(F.silu(embedding))[:, :, None, None]
-        hidden = F.silu(self.norm2(hidden))
+            hidden += self.embedding(F.silu(embedding))[:, :, None, None]
+        hidden = F.silu(self.norm2(hidden), inplace=in_place)
         hidden = self.conv2(self.dropout(hidden))
-        return self.skip(x) + hidden  # (B, C_out, H, W)
+        return hidden.add_(self.skip(x))  # (B, C_out, H, W)
 
 
 class SelfAttention(nn.Module):
@@ -266,7 +270,7 @@ class SelfAttention(nn.Module):
         attended = F.scaled_dot_product_attention(query, key, value)  # (B, heads, HW, C/heads)
         attended = attended.transpose(1, 2).reshape(batch, height * width, channels)  # (B, HW, C)
         out = F.linear(attended, self.out.weight.flatten(1), self.out.bias)  # (B, HW, C)
-        return x + out.transpose(1, 2).reshape(batch, channels, height, width)
+        return x + out.transpose(1, 2).unflatten(2, (height, width))  # a strided view: no copy before the add
 
 
 class Downsample(nn.Module):
