@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -165,3 +166,32 @@ def test_score_folders(capsys, tmp_path):
     assert code == 2 and "0.png: shape" in err
     code, _, err = run_cli(capsys, "score", pred, ref, "--metrics", "psnr,bogus")
     assert code == 2 and "unknown metric 'bogus'" in err
+
+
+def test_translate_and_sample_precision(capsys, trained_run, tmp_path):
+    """--precision bf16 runs the forward passes in bf16 (CPUs too) and writes the same files, near fp32's; fp16
+    needs CUDA: one clear line, exit 2, nothing written."""
+    from genlab.api import load_run
+
+    assert load_run(trained_run, device="cpu").model.runtime.autocast_dtype is None  # fp32 unless asked
+    assert load_run(trained_run, device="cpu", precision="bf16").model.runtime.autocast_dtype == torch.bfloat16
+    with pytest.raises(Exception, match=r"precision='fp8' is not a precision \(valid: auto, fp32, fp16, bf16\)"):
+        load_run(trained_run, device="cpu", precision="fp8")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.effect_noise((16, 16), 60).convert("RGB").save(inputs / "a.png")
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        code, _, _ = run_cli(capsys, "translate", trained_run, inputs, "--out", tmp_path / precision,
+                             "--precision", precision)
+        assert code == 0
+        outputs[precision] = torch.tensor(np.array(Image.open(tmp_path / precision / "a.png")), dtype=torch.float32)
+    gap = (outputs["bf16"] - outputs["fp32"]).abs()
+    assert 0 < float(gap.max()) and float(gap.mean()) < 4.0  # bf16 really ran, and stays within a few levels
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(capsys, "translate", trained_run, inputs, "--out", tmp_path / "fp16",
+                               "--precision", "fp16")
+        assert code == 2 and "precision=fp16 needs a CUDA device" in err
+        assert not (tmp_path / "fp16").exists()
+        code, _, err = run_cli(capsys, "sample", trained_run, "--out", tmp_path / "s.png", "--precision", "fp16")
+        assert code == 2 and "precision=fp16 needs a CUDA device" in err

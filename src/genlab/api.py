@@ -43,16 +43,19 @@ def is_export_dir(path: str | Path) -> bool:
     return (path / EXPORT_CONFIG).is_file() and (path / EXPORT_WEIGHTS).is_file()
 
 
-def load_run(run_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, device: str = "auto", checkpoint: str | None = None, precision: str = "fp32"
+) -> LoadedRun:
     """Rebuild a run's model from its checkpoint alone (the config is stored inside it), in eval mode.
 
     `run_dir` may also be an export folder (`genlab export RUN --out DIR`): its weights are loaded without any
-    optimiser state.
+    optimiser state. `precision` is the autocast of its forward passes: fp32 (default, what `evaluate` scores
+    with), bf16 (CUDA or CPU), fp16 (CUDA) or auto (bf16/fp16 on CUDA, fp32 elsewhere).
 
     >>> model = load_run("runs/p2p").model  # doctest: +SKIP
     """
     if checkpoint is None and is_export_dir(run_dir) and not (Path(run_dir) / ckpt.CONFIG_FILE).is_file():
-        return load_export(run_dir, device)
+        return load_export(run_dir, device, precision)
     run_dir = ckpt.require_run_dir(run_dir)
     path = Path(checkpoint) if checkpoint else ckpt.checkpoint_dir(run_dir) / ckpt.LAST
     document = ckpt.load_checkpoint(path)
@@ -60,11 +63,12 @@ def load_run(run_dir: str | Path, device: str = "auto", checkpoint: str | None =
     spec = TaskSpec.from_dict(document["spec"]) if "spec" in document else get_task(config.data).spec
     model = get_model_class(config.model).build(config.net, spec)
     model.load_training_state(document["state"], weights_only=True)
-    return _ready(LoadedRun(run_dir, config, model, int(document.get("step", 0))), device)
+    return _ready(LoadedRun(run_dir, config, model, int(document.get("step", 0))), device, precision)
 
 
-def load_export(folder: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild a model from an export folder: config.json (run config, task spec) and model.safetensors."""
+def load_export(folder: str | Path, device: str = "auto", precision: str = "fp32") -> LoadedRun:
+    """Rebuild a model from an export folder: config.json (run config, task spec) and model.safetensors;
+    `precision` as in `load_run`."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -75,7 +79,7 @@ def load_export(folder: str | Path, device: str = "auto") -> LoadedRun:
     tensors = load_file(str(folder / EXPORT_WEIGHTS))
     model.load_state_dict(inference_to_state_dict(tensors, model.state_dict().keys()))
     model.step = int(document.get("step", 0))
-    return _ready(LoadedRun(folder, config, model, model.step), device)
+    return _ready(LoadedRun(folder, config, model, model.step), device, precision)
 
 
 def read_export_config(folder: Path) -> dict[str, Any]:
@@ -108,7 +112,7 @@ def inference_to_state_dict(tensors: dict[str, torch.Tensor], keys) -> dict[str,
     return state
 
 
-def _ready(loaded: LoadedRun, device: str) -> LoadedRun:
-    loaded.model.attach(Runtime.for_device(select_device(device), "fp32"))
+def _ready(loaded: LoadedRun, device: str, precision: str) -> LoadedRun:
+    loaded.model.attach(Runtime.for_device(select_device(device), precision, setting="precision"))
     loaded.model.eval()
     return loaded

@@ -421,7 +421,18 @@ def _add_sample(commands) -> None:
     sample.add_argument("--seed", type=int, default=0, help="noise seed: sample i depends on (seed, i) only")
     sample.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     sample.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
+    _add_inference_precision(sample)
     sample.set_defaults(handler=_sample)
+
+
+def _add_inference_precision(parser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default="fp32",
+        help="autocast of the forward passes: fp32 (default; what evaluate scores with), bf16 (CUDA, or CPUs "
+        "with bf16 instructions, where it is faster), fp16 (CUDA), auto (bf16/fp16 on CUDA, fp32 elsewhere)",
+    )
 
 
 TEMPERATURE_HELP = "VAE families: scale of the prior draws z ~ N(0, t^2 I) (default 1; below 1: typical samples)"
@@ -455,7 +466,7 @@ def _sample(args) -> int:
         raise GenlabError(f"--count must be at least 1, got {args.count}")
     if args.batch_size < 1:
         raise GenlabError(f"--batch-size must be at least 1, got {args.batch_size}")
-    loaded = load_run(args.run, device=args.device)
+    loaded = load_run(args.run, device=args.device, precision=args.precision)
     model = loaded.model
     model.require("sample")
     options = _sampler_options(args)
@@ -519,6 +530,7 @@ def _add_translate(commands) -> None:
     )
     translate.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     translate.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
+    _add_inference_precision(translate)
     translate.set_defaults(handler=_translate)
 
 
@@ -536,7 +548,7 @@ def _translate(args) -> int:
 
     if args.batch_size < 1:
         raise GenlabError(f"--batch-size must be at least 1, got {args.batch_size}")
-    loaded = load_run(args.run, device=args.device)
+    loaded = load_run(args.run, device=args.device, precision=args.precision)
     model = loaded.model
     model.require("translate")
     if args.direction == "BtoA":

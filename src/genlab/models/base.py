@@ -11,13 +11,16 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
 
+from genlab.config import Precision
 from genlab.data.tasks import TaskSpec
 from genlab.utils import Generator, GenlabError, to_model_batch
+
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -92,18 +95,23 @@ class Runtime:
     gradient_sync: GradientSync | None = None  # several processes: average gradients before each step
 
     @staticmethod
-    def for_device(device: torch.device, precision: str = "auto", **options: Any) -> Runtime:
+    def for_device(
+        device: torch.device, precision: str = "auto", setting: str = "train.precision", **options: Any
+    ) -> Runtime:
         """Resolve a precision name for a device: `auto` is bf16 (or fp16) autocast on CUDA and fp32 elsewhere;
         bf16 autocast also runs on CPUs (fast where they have bf16 instructions, e.g. AVX512-BF16 or AMX); fp16
-        needs CUDA (its GradScaler is a CUDA tool). `options` are the other Runtime fields."""
+        needs CUDA (its GradScaler is a CUDA tool). `setting` names where the precision came from, for the
+        errors; `options` are the other Runtime fields."""
+        if precision not in PRECISIONS:
+            raise GenlabError(f"{setting}={precision!r} is not a precision (valid: {', '.join(PRECISIONS)})")
         if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
             return Runtime(device, **options)
         if precision == "fp16" and device.type != "cuda":
             raise GenlabError(
-                f"train.precision=fp16 needs a CUDA device (this run uses {device}); use bf16 or fp32 on {device.type}"
+                f"{setting}=fp16 needs a CUDA device (this run uses {device}); use bf16 or fp32 on {device.type}"
             )
         if precision == "bf16" and device.type not in ("cuda", "cpu"):
-            raise GenlabError(f"train.precision=bf16 needs a CUDA device or the CPU (this run uses {device})")
+            raise GenlabError(f"{setting}=bf16 needs a CUDA device or the CPU (this run uses {device})")
         if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
             return Runtime(device, torch.bfloat16, **options)
         return Runtime(device, torch.float16, **options)
