@@ -44,18 +44,23 @@ def is_export_dir(path: str | Path) -> bool:
 
 
 def load_run(
-    run_dir: str | Path, device: str = "auto", checkpoint: str | None = None, precision: str = "fp32"
+    run_dir: str | Path,
+    device: str = "auto",
+    checkpoint: str | None = None,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
 ) -> LoadedRun:
     """Rebuild a run's model from its checkpoint alone (the config is stored inside it), in eval mode.
 
     `run_dir` may also be an export folder (`genlab export RUN --out DIR`): its weights are loaded without any
     optimiser state. `precision` is the autocast of its forward passes: fp32 (default, what `evaluate` scores
-    with), bf16 (CUDA or CPU), fp16 (CUDA) or auto (bf16/fp16 on CUDA, fp32 elsewhere).
+    with), bf16 (CUDA or CPU), fp16 (CUDA) or auto (bf16/fp16 on CUDA, fp32 elsewhere). `channels_last` is the
+    weights' memory layout (None: the family's `inference_channels_last`, channels_last where that is faster).
 
     >>> model = load_run("runs/p2p").model  # doctest: +SKIP
     """
     if checkpoint is None and is_export_dir(run_dir) and not (Path(run_dir) / ckpt.CONFIG_FILE).is_file():
-        return load_export(run_dir, device, precision)
+        return load_export(run_dir, device, precision, channels_last)
     run_dir = ckpt.require_run_dir(run_dir)
     path = Path(checkpoint) if checkpoint else ckpt.checkpoint_dir(run_dir) / ckpt.LAST
     document = ckpt.load_checkpoint(path)
@@ -63,12 +68,14 @@ def load_run(
     spec = TaskSpec.from_dict(document["spec"]) if "spec" in document else get_task(config.data).spec
     model = get_model_class(config.model).build(config.net, spec)
     model.load_training_state(document["state"], weights_only=True)
-    return _ready(LoadedRun(run_dir, config, model, int(document.get("step", 0))), device, precision)
+    return _ready(LoadedRun(run_dir, config, model, int(document.get("step", 0))), device, precision, channels_last)
 
 
-def load_export(folder: str | Path, device: str = "auto", precision: str = "fp32") -> LoadedRun:
+def load_export(
+    folder: str | Path, device: str = "auto", precision: str = "fp32", channels_last: bool | None = None
+) -> LoadedRun:
     """Rebuild a model from an export folder: config.json (run config, task spec) and model.safetensors;
-    `precision` as in `load_run`."""
+    `precision` and `channels_last` as in `load_run`."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -79,7 +86,7 @@ def load_export(folder: str | Path, device: str = "auto", precision: str = "fp32
     tensors = load_file(str(folder / EXPORT_WEIGHTS))
     model.load_state_dict(inference_to_state_dict(tensors, model.state_dict().keys()))
     model.step = int(document.get("step", 0))
-    return _ready(LoadedRun(folder, config, model, model.step), device, precision)
+    return _ready(LoadedRun(folder, config, model, model.step), device, precision, channels_last)
 
 
 def read_export_config(folder: Path) -> dict[str, Any]:
@@ -112,7 +119,10 @@ def inference_to_state_dict(tensors: dict[str, torch.Tensor], keys) -> dict[str,
     return state
 
 
-def _ready(loaded: LoadedRun, device: str, precision: str) -> LoadedRun:
-    loaded.model.attach(Runtime.for_device(select_device(device), precision, setting="precision"))
+def _ready(loaded: LoadedRun, device: str, precision: str, channels_last: bool | None) -> LoadedRun:
+    if channels_last is None:
+        channels_last = loaded.model.inference_channels_last
+    runtime = Runtime.for_device(select_device(device), precision, setting="precision", channels_last=channels_last)
+    loaded.model.attach(runtime)
     loaded.model.eval()
     return loaded

@@ -38,7 +38,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None 
     """
     from safetensors.torch import save
 
-    loaded = load_run(run_dir, device="cpu", checkpoint=checkpoint)
+    # contiguous weights: safetensors stores tensors in their default layout only
+    loaded = load_run(run_dir, device="cpu", checkpoint=checkpoint, channels_last=False)
     out_dir = Path(out_dir)
     weights, config = out_dir / EXPORT_WEIGHTS, out_dir / EXPORT_CONFIG
     with atomic_path(weights) as temporary:

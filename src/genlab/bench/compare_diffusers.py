@@ -10,6 +10,11 @@ trainer attaches a model (the fused Adam step), diffusers with torch's default A
 CPU); `--fused-both` gives diffusers the fused step too, `--channels-last` puts both in channels_last. The
 parameter counts and forward FLOPs of both are printed so the sizes can be checked. Rounds run A B A B (genlab,
 diffusers) and the ratios are medians of the per-round ratios, so drift of a shared machine cancels.
+
+`--layouts` times DDIM sampling only, in every layout and precision genlab offers (NCHW or channels_last, fp32
+or bf16 autocast) beside diffusers in NCHW and in channels_last, all in turn in each round:
+
+    python -m genlab.bench.compare_diffusers --layouts --batch 64 --ddim-steps 50 --rounds 3
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from genlab.bench.speed import count_flops, interleaved
+from genlab.bench.speed import count_flops, interleaved, interleaved_all
 from genlab.data.tasks import TaskSpec
 from genlab.models.base import Runtime, get_model_class
 from genlab.train.trainer import optimizer_kernel
@@ -60,6 +65,54 @@ def diffusers_unet(size: int, widths: tuple[int, ...], attention_sizes: tuple[in
     )
 
 
+def sampling_layouts(size: int, batch: int, steps: int, rounds: int) -> None:
+    """Print each genlab layout and precision's DDIM sampling rate over diffusers' in NCHW and channels_last."""
+    from diffusers import DDIMScheduler
+
+    torch.manual_seed(0)
+    genlab_nets = {layout: genlab_model(size, batch, layout == "channels_last") for layout in ("NCHW", "channels_last")}
+    unet_config = genlab_nets["NCHW"].network.config
+    diffusers_nets = {}
+    for layout, memory_format in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        unet = diffusers_unet(size, unet_config.widths, unet_config.attention_resolutions).eval()
+        diffusers_nets[layout] = (unet.to(memory_format=memory_format), memory_format)
+    ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+
+    def genlab_sample(model, bf16: bool):
+        def run() -> None:
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                model.sample(batch, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=steps)
+        return run
+
+    def diffusers_sample(unet, memory_format):
+        @torch.no_grad()
+        def run() -> None:
+            ddim.set_timesteps(steps)
+            x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+            x = x.contiguous(memory_format=memory_format)
+            for t in ddim.timesteps:
+                x = ddim.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
+        return run
+
+    actions = {}
+    for layout, model in genlab_nets.items():
+        model.eval()
+        for precision in ("fp32", "bf16"):
+            actions[f"genlab {layout} {precision}"] = genlab_sample(model, precision == "bf16")
+    for layout, (unet, memory_format) in diffusers_nets.items():
+        actions[f"diffusers {layout} fp32"] = diffusers_sample(unet, memory_format)
+    print(f"DDIM-{steps} sampling, {size} px, batch {batch}, {torch.get_num_threads()} CPU threads, {rounds} rounds")
+    times = interleaved_all(actions, rounds)
+    references = {layout: times[f"diffusers {layout} fp32"] for layout in diffusers_nets}
+    for name, seconds in times.items():
+        ratios = ", ".join(
+            f"{statistics.median(b / a for a, b in zip(seconds, reference)):.2f}x diffusers {layout}'s"
+            for layout, reference in references.items()
+        )
+        print(f"{name:<28} {statistics.median(seconds):.3f} s/batch, {batch / statistics.median(seconds):.1f} "
+              f"images/s: rate {ratios}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32)
@@ -69,7 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fused-both", action="store_true", help="diffusers' Adam uses the fused step too")
     parser.add_argument("--channels-last", action="store_true", help="both U-Nets and their inputs in channels_last")
+    parser.add_argument(
+        "--layouts", action="store_true", help="DDIM sampling only: every genlab layout and precision beside diffusers'"
+    )
     args = parser.parse_args(argv)
+    if args.layouts:
+        sampling_layouts(args.size, args.batch, args.ddim_steps, args.rounds)
+        return 0
     from diffusers import DDIMScheduler, DDPMScheduler
     from diffusers.training_utils import EMAModel
 

@@ -95,14 +95,21 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 204
 
 def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int) -> tuple[list[float], list[float]]:
     """Seconds of A and of B, run A B A B ... after one untimed call of each (so drift hits both alike)."""
-    a(), b()
-    times_a, times_b = [], []
+    times = interleaved_all({"a": a, "b": b}, rounds)
+    return times["a"], times["b"]
+
+
+def interleaved_all(actions: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each action per round, the actions run in turn (A B C A B C ...) after one untimed call each."""
+    for action in actions.values():
+        action()
+    times: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(rounds):
-        for action, times in ((a, times_a), (b, times_b)):
+        for name, action in actions.items():
             start = time.perf_counter()
             action()
-            times.append(time.perf_counter() - start)
-    return times_a, times_b
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def count_flops(action: Callable[[], object]) -> float:

@@ -73,6 +73,8 @@ class DiffusionModel(GenerativeModel):
     """What ddpm and cddim share: the network and its EMA copy, the schedule, the loss and the samplers."""
 
     config: DiffusionConfig
+    # DDIM sampling on 2 CPU cores, quick U-Net at 32 px: 1.28-1.38x the NCHW rate at batch 64, 1.21-1.31x at 8.
+    inference_channels_last = True
 
     def __init__(self, config: DiffusionConfig, spec) -> None:
         super().__init__(config, spec)
