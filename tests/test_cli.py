@@ -175,6 +175,9 @@ def test_translate_and_sample_precision(capsys, trained_run, tmp_path):
 
     assert load_run(trained_run, device="cpu").model.runtime.autocast_dtype is None  # fp32 unless asked
     assert load_run(trained_run, device="cpu", precision="bf16").model.runtime.autocast_dtype == torch.bfloat16
+    import genlab
+
+    assert genlab.load(trained_run, device="cpu", precision="bf16").runtime.autocast_dtype == torch.bfloat16
     with pytest.raises(Exception, match=r"precision='fp8' is not a precision \(valid: auto, fp32, fp16, bf16\)"):
         load_run(trained_run, device="cpu", precision="fp8")
     inputs = tmp_path / "inputs"
