@@ -10,6 +10,7 @@ from PIL import Image
 from genlab import __version__
 from genlab.cli import main
 from genlab.results import EvalResult
+from genlab.utils import GenlabError
 
 
 def run_cli(capsys, *args):
@@ -171,14 +172,13 @@ def test_score_folders(capsys, tmp_path):
 def test_translate_and_sample_precision(capsys, trained_run, tmp_path):
     """--precision bf16 runs the forward passes in bf16 (CPUs too) and writes the same files, near fp32's; fp16
     needs CUDA: one clear line, exit 2, nothing written."""
+    import genlab
     from genlab.api import load_run
 
     assert load_run(trained_run, device="cpu").model.runtime.autocast_dtype is None  # fp32 unless asked
     assert load_run(trained_run, device="cpu", precision="bf16").model.runtime.autocast_dtype == torch.bfloat16
-    import genlab
-
     assert genlab.load(trained_run, device="cpu", precision="bf16").runtime.autocast_dtype == torch.bfloat16
-    with pytest.raises(Exception, match=r"precision='fp8' is not a precision \(valid: auto, fp32, fp16, bf16\)"):
+    with pytest.raises(GenlabError, match=r"precision='fp8' is not a precision \(valid: auto, fp32, fp16, bf16\)"):
         load_run(trained_run, device="cpu", precision="fp8")
     inputs = tmp_path / "inputs"
     inputs.mkdir()

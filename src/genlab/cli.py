@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from genlab import __version__
+from genlab.config import PRECISIONS
 from genlab.utils import GenlabError
 
 EPILOG = """examples:
@@ -178,7 +179,7 @@ def _add_train(commands) -> None:
     train.add_argument("--device", help="auto (default: cuda > mps > cpu), cpu, cuda, cuda:N")
     train.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=PRECISIONS,
         help="autocast precision (sets train.precision): auto = bf16/fp16 on CUDA, fp32 elsewhere; bf16 also on "
         "CPUs; fp16 (with a grad scaler) needs CUDA",
     )
@@ -368,7 +369,7 @@ def _add_speed(commands) -> None:
     speed.add_argument("--task", help="task name (default: the preset's)")
     speed.add_argument("--size", type=int, help="image size (sets data.image_size)")
     speed.add_argument("--batch-size", type=int, help="images per step (sets train.batch_size)")
-    speed.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision")
+    speed.add_argument("--precision", choices=PRECISIONS, help="autocast precision")
     speed.add_argument("--steps", type=int, default=10, help="timed training steps (default 10)")
     speed.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     speed.add_argument("--sample-steps", type=int, help="diffusion sampler steps for the inference timing")
@@ -428,7 +429,7 @@ def _add_sample(commands) -> None:
 def _add_inference_precision(parser) -> None:
     parser.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16", "auto"],
+        choices=PRECISIONS,
         default="fp32",
         help="autocast of the forward passes: fp32 (default; what evaluate scores with), bf16 (CUDA, or CPUs "
         "with bf16 instructions, where it is faster), fp16 (CUDA), auto (bf16/fp16 on CUDA, fp32 elsewhere)",

@@ -20,6 +20,7 @@ import yaml
 from genlab.utils import GenlabError, atomic_write_text
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)  # the names, for argparse choices and checks
 OnNaN = Literal["stop", "rollback"]
 OptimizerKernel = Literal["auto", "fused", "foreach", "loop"]
 Logger = Literal["csv", "tensorboard", "wandb"]

@@ -65,10 +65,35 @@ def diffusers_unet(size: int, widths: tuple[int, ...], attention_sizes: tuple[in
     )
 
 
-def sampling_layouts(size: int, batch: int, steps: int, rounds: int) -> None:
-    """Print each genlab layout and precision's DDIM sampling rate over diffusers' in NCHW and channels_last."""
+def genlab_ddim(model, batch: int, steps: int, bf16: bool = False):
+    """One DDIM (eta 0) sampling of a batch with genlab's model, fp32 or in bf16 autocast, as a timed action."""
+
+    def run() -> None:
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            model.sample(batch, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=steps)
+
+    return run
+
+
+def diffusers_ddim(unet, batch: int, size: int, steps: int, memory_format: torch.memory_format):
+    """The same with diffusers' UNet2DModel in its DDIMScheduler loop (eta 0), as a timed action."""
     from diffusers import DDIMScheduler
 
+    ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+
+    @torch.no_grad()
+    def run() -> None:
+        ddim.set_timesteps(steps)
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = x.contiguous(memory_format=memory_format)
+        for t in ddim.timesteps:
+            x = ddim.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
+
+    return run
+
+
+def sampling_layouts(size: int, batch: int, steps: int, rounds: int) -> None:
+    """Print each genlab layout and precision's DDIM sampling rate over diffusers' in NCHW and channels_last."""
     torch.manual_seed(0)
     genlab_nets = {layout: genlab_model(size, batch, layout == "channels_last") for layout in ("NCHW", "channels_last")}
     unet_config = genlab_nets["NCHW"].network.config
@@ -76,31 +101,13 @@ def sampling_layouts(size: int, batch: int, steps: int, rounds: int) -> None:
     for layout, memory_format in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
         unet = diffusers_unet(size, unet_config.widths, unet_config.attention_resolutions).eval()
         diffusers_nets[layout] = (unet.to(memory_format=memory_format), memory_format)
-    ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
-
-    def genlab_sample(model, bf16: bool):
-        def run() -> None:
-            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                model.sample(batch, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=steps)
-        return run
-
-    def diffusers_sample(unet, memory_format):
-        @torch.no_grad()
-        def run() -> None:
-            ddim.set_timesteps(steps)
-            x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-            x = x.contiguous(memory_format=memory_format)
-            for t in ddim.timesteps:
-                x = ddim.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
-        return run
-
     actions = {}
     for layout, model in genlab_nets.items():
         model.eval()
         for precision in ("fp32", "bf16"):
-            actions[f"genlab {layout} {precision}"] = genlab_sample(model, precision == "bf16")
+            actions[f"genlab {layout} {precision}"] = genlab_ddim(model, batch, steps, bf16=precision == "bf16")
     for layout, (unet, memory_format) in diffusers_nets.items():
-        actions[f"diffusers {layout} fp32"] = diffusers_sample(unet, memory_format)
+        actions[f"diffusers {layout} fp32"] = diffusers_ddim(unet, batch, size, steps, memory_format)
     print(f"DDIM-{steps} sampling, {size} px, batch {batch}, {torch.get_num_threads()} CPU threads, {rounds} rounds")
     times = interleaved_all(actions, rounds)
     references = {layout: times[f"diffusers {layout} fp32"] for layout in diffusers_nets}
@@ -129,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.layouts:
         sampling_layouts(args.size, args.batch, args.ddim_steps, args.rounds)
         return 0
-    from diffusers import DDIMScheduler, DDPMScheduler
+    from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(0)
@@ -160,19 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             optimizer.step()
             ema.step(unet.parameters())
 
-    ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
-
-    @torch.no_grad()
-    def genlab_sample() -> None:
-        model.sample(args.batch, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=args.ddim_steps)
-
-    @torch.no_grad()
-    def diffusers_sample() -> None:
-        ddim.set_timesteps(args.ddim_steps)
-        x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-        x = x.contiguous(memory_format=layout)
-        for t in ddim.timesteps:
-            x = ddim.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
+    genlab_sample = genlab_ddim(model, args.batch, args.ddim_steps)
+    diffusers_sample = diffusers_ddim(unet, args.batch, args.size, args.ddim_steps, layout)
 
     t0 = torch.zeros(args.batch, dtype=torch.long)
     with torch.no_grad():

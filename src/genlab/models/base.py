@@ -11,16 +11,14 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from genlab.config import Precision
+from genlab.config import PRECISIONS
 from genlab.data.tasks import TaskSpec
 from genlab.utils import Generator, GenlabError, to_model_batch
-
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
