@@ -233,3 +233,31 @@ def test_residual_block_in_place_passes_match_the_formula_with_and_without_gradi
         x_before = x.detach().clone()
         torch.testing.assert_close(block(x, embedding), expected.detach())
         torch.testing.assert_close(x, x_before)  # the input is never written
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("shape", [(2, 5, 4, 4), (1, 3, 3, 6), (2, 4, 1, 1)])
+def test_folded_upsample_conv_is_nearest_upsampling_then_the_3x3_conv(layout, shape):
+    """The sub-pixel form of upsample + conv: the same values and the same gradients (input, weight, bias) as
+    F.interpolate(nearest) then F.conv2d(padding 1), in float64, in either memory format (kept at the output)."""
+    import torch.nn.functional as F
+
+    from genlab.nn.diffusion_unet import Upsample, nearest_upsample_conv
+
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    weight = torch.randn(7, shape[1], 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    expected = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
+    got = nearest_upsample_conv(x, weight, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    if layout == torch.channels_last and shape[2] * shape[3] > 1:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, [x, weight, bias], upstream)
+    got_grads = torch.autograd.grad(got, [x, weight, bias], upstream)
+    for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nearest_upsample_conv(x, weight, None), expected - bias[:, None, None])
+    module = Upsample(shape[1], "nearest-conv").double()
+    reference = module.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    torch.testing.assert_close(module(x), reference, rtol=1e-12, atol=1e-12)

@@ -284,6 +284,42 @@ class Downsample(nn.Module):
         return self.layer(x)
 
 
+def _fold_taps(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3 taps of a kernel along `dim` seen from a 2x nearest-upsampled input: 2 taps per output phase.
+
+    Output row 2i reads upsampled rows 2i-1, 2i, 2i+1 = input rows i-1, i, i (taps w0 | w1 + w2); output row
+    2i+1 reads input rows i, i, i+1 (taps w0 + w1 | w2)."""
+    first, middle, last = weight.unbind(dim)
+    return torch.stack([first, middle + last], dim), torch.stack([first + middle, last], dim)
+
+
+def nearest_upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """conv3x3(nearest_upsample_2x(x), weight, bias, padding 1), computed without the upsampled copy.
+
+    A 3x3 conv over a nearest-upsampled map sees each input pixel 2 or 4 times, so each of the 4 output phases
+    (row parity, column parity) is a 2x2 conv of the input with summed taps (the sub-pixel form). All four run as
+    one conv with 4x the output channels over the (H+1, W+1) windows of the zero-padded input, each phase taking
+    its H x W slice: 4 * 4 = 16 multiply-adds per output-pixel group against 4 * 9 = 36, and no 4x larger input
+    to write and read. The same function of the same weights (tests/nn: against F.interpolate + F.conv2d), so
+    checkpoints and gradients are unchanged. x (B, C, H, W) -> (B, C_out, 2H, 2W), in x's memory format.
+    """
+    batch, _, height, width = x.shape
+    out_channels = weight.shape[0]
+    kernels = [phase for rows in _fold_taps(weight, 2) for phase in _fold_taps(rows, 3)]  # (0,0) (0,1) (1,0) (1,1)
+    phases = F.conv2d(x, torch.cat(kernels), None if bias is None else bias.repeat(4), padding=1)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = torch.empty(
+        (batch, out_channels, 2 * height, 2 * width),
+        dtype=phases.dtype,
+        device=phases.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
+    for index, (row, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        block = phases[:, index * out_channels : (index + 1) * out_channels]
+        out[:, :, row::2, col::2] = block[:, :, row : row + height, col : col + width]
+    return out
+
+
 class Upsample(nn.Module):
     """Double the resolution: nearest neighbour then a 3x3 conv (DDPM), or bilinear alone (the seed)."""
 
@@ -294,7 +330,8 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
-            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            # The folded form: the same function with 16/36 of the multiply-adds and no upsampled copy.
+            return nearest_upsample_conv(x, self.conv.weight, self.conv.bias)
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
