@@ -135,3 +135,25 @@ def test_patchgan_shrinks_only_for_tiny_images(size, layers):
     assert min(3, max_patchgan_layers(size)) == layers
     net = PatchDiscriminator(6, width=4, layers=layers).train()
     assert net(torch.zeros(2, 6, size, size)).shape[-1] >= 1  # instance norm saw > 1 pixel everywhere
+
+
+@pytest.mark.parametrize(
+    "size, layers", [(24, 1), (32, 1), (33, 1), (34, 2), (64, 2), (69, 2), (70, 3), (128, 3), (256, 3)]
+)
+def test_default_patchgan_is_the_deepest_whose_patch_fits_in_the_image(size, layers):
+    """disc_layers=None: 16x16 patches at 32 px, 34x34 at 64 px, the paper's 70x70 from 70 px up, each no larger
+    than the image; the built discriminator has that many stride-2 convs, and an explicit depth is kept."""
+    from genlab.nn.patchgan import fitting_patchgan_layers
+
+    assert fitting_patchgan_layers(size) == layers
+    assert patchgan_receptive_field(layers) <= size < patchgan_receptive_field(layers + 1) or layers == 3
+    if size & (size - 1):
+        return  # the U-Net generator takes powers of two only
+    spec = TaskSpec("facades-synth", "paired", size, 3, 3)
+    model = get_model_class("pix2pix").build(build_run_config("pix2pix").net, spec)
+    strides = [m.stride[0] for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert strides.count(2) == layers  # the first conv and each block but the last halve the map
+    explicit = build_run_config("pix2pix", values={"net.disc_layers": 3}).net
+    deep = get_model_class("pix2pix").build(explicit, spec)
+    deep_strides = [m.stride[0] for m in deep.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert deep_strides.count(2) == 3  # an explicit depth is kept (3 blocks fit from 24 px)
