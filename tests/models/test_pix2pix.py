@@ -150,10 +150,10 @@ def test_default_patchgan_is_the_deepest_whose_patch_fits_in_the_image(size, lay
     if size & (size - 1):
         return  # the U-Net generator takes powers of two only
     spec = TaskSpec("facades-synth", "paired", size, 3, 3)
-    model = get_model_class("pix2pix").build(build_run_config("pix2pix").net, spec)
-    strides = [m.stride[0] for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert strides.count(2) == layers  # the first conv and each block but the last halve the map
-    explicit = build_run_config("pix2pix", values={"net.disc_layers": 3}).net
-    deep = get_model_class("pix2pix").build(explicit, spec)
-    deep_strides = [m.stride[0] for m in deep.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert deep_strides.count(2) == 3  # an explicit depth is kept (3 blocks fit from 24 px)
+
+    def halvings(values: dict) -> int:  # the first conv and each block but the last halve the map
+        model = get_model_class("pix2pix").build(build_run_config("pix2pix", values=values).net, spec)
+        return [m.stride[0] for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d)].count(2)
+
+    assert halvings({}) == layers
+    assert halvings({"net.disc_layers": 3}) == 3  # an explicit depth is kept (3 blocks fit from 24 px)

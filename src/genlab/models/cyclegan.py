@@ -20,7 +20,7 @@ from genlab.models.base import Abilities, GenerativeModel, frozen, register_mode
 from genlab.models.image_pool import ImagePool
 from genlab.models.losses import GANLoss, GANMode
 from genlab.nn.layers import NormKind, init_gan_weights
-from genlab.nn.patchgan import PatchDiscriminator, max_patchgan_layers
+from genlab.nn.patchgan import PatchDiscriminator, patchgan_layers
 from genlab.nn.resnet_generator import ResnetGenerator, resnet_blocks
 from genlab.utils import GenlabError, derive_seed
 
@@ -125,7 +125,7 @@ class CycleGAN(GenerativeModel):
         n_blocks = resnet_blocks(spec.image_size) if config.n_blocks is None else config.n_blocks
         self.generator_ab = ResnetGenerator(channels_a, channels_b, config.width, n_blocks, config.norm)
         self.generator_ba = ResnetGenerator(channels_b, channels_a, config.width, n_blocks, config.norm)
-        layers = min(config.disc_layers, max_patchgan_layers(spec.image_size))
+        layers = patchgan_layers(config.disc_layers, spec.image_size)
         self.discriminator_a = PatchDiscriminator(channels_a, config.width, layers, config.norm)
         self.discriminator_b = PatchDiscriminator(channels_b, config.width, layers, config.norm)
         init_gan_weights(self)

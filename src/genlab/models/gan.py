@@ -25,7 +25,7 @@ from genlab.nn.dcgan import (
     dcgan_upsamplings,
 )
 from genlab.nn.layers import NormKind, init_gan_weights
-from genlab.nn.patchgan import PatchDiscriminator, max_patchgan_layers
+from genlab.nn.patchgan import PatchDiscriminator, patchgan_layers
 from genlab.utils import Generator, GenlabError, randn
 
 
@@ -81,7 +81,7 @@ class AdversarialModel(GenerativeModel):
             self.discriminator = PatchDiscriminator(
                 spec.source_channels + spec.target_channels,
                 width=config.width,
-                layers=min(config.disc_layers, max_patchgan_layers(spec.image_size)),
+                layers=patchgan_layers(config.disc_layers, spec.image_size),
                 norm=config.norm,
             )
         else:

@@ -11,7 +11,7 @@ from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.models.base import Abilities, GenerativeModel, frozen, register_model
 from genlab.models.losses import GANLoss, GANMode
 from genlab.nn.layers import NormKind, init_gan_weights
-from genlab.nn.patchgan import PatchDiscriminator, fitting_patchgan_layers, max_patchgan_layers
+from genlab.nn.patchgan import PatchDiscriminator, patchgan_layers
 from genlab.nn.unet import UNetGenerator, unet_depth
 
 
@@ -86,15 +86,10 @@ class Pix2Pix(GenerativeModel):
             dropout=config.dropout,
             dropout_blocks=config.dropout_blocks,
         )
-        # An explicit depth shrinks only where the image cannot hold its stride-2 blocks (3 need 24 px or more).
-        if config.disc_layers is None:
-            layers = fitting_patchgan_layers(spec.image_size)
-        else:
-            layers = min(config.disc_layers, max_patchgan_layers(spec.image_size))
         self.discriminator = PatchDiscriminator(
             spec.source_channels + spec.target_channels,
             width=config.width,
-            layers=layers,
+            layers=patchgan_layers(config.disc_layers, spec.image_size),
             norm=config.norm,
         )
         init_gan_weights(self)

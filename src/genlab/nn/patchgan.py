@@ -43,6 +43,14 @@ class PatchDiscriminator(nn.Module):
         return self.net(images)
 
 
+def patchgan_layers(requested: int | None, image_size: int) -> int:
+    """The depth a PatchGAN is built with: `requested` blocks, fewer only where the image cannot hold them (3
+    need 24 px or more); None = `fitting_patchgan_layers`, the deepest whose patch fits in the image."""
+    if requested is None:
+        return fitting_patchgan_layers(image_size)
+    return min(requested, max_patchgan_layers(image_size))
+
+
 def fitting_patchgan_layers(image_size: int, most: int = 3) -> int:
     """The deepest PatchGAN, up to `most` blocks, whose receptive field fits in the image (at least 1 block).
 
