@@ -12,7 +12,7 @@ from genlab import checkpoint as ckpt
 from genlab.cli import main
 from genlab.data.tasks import TaskSpec
 from genlab.export import export_run, inference_weights
-from genlab.models.base import get_model_class
+from genlab.models import get_model_class
 from genlab.runs import build_run_config
 
 

@@ -129,3 +129,67 @@ def test_every_unit_of_genlab_has_a_layer():
     units = {path.stem if path.is_file() else path.name for path in (SRC / "genlab").iterdir()}
     units -= {"__init__", "__pycache__", "py"}
     assert units <= set(LEVEL), f"add these to LAYERS: {sorted(units - set(LEVEL))}"
+
+
+def import_cycles(package_root: Path) -> list[list[str]]:
+    """The import circles among a package's modules (lazy imports included), each as its sorted module names:
+    the strongly connected components of the import graph with more than one module. The package's own
+    __init__ is left out, as in `layer_violations`: it is the public face that hands the top layers' names on."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package_root.rglob("*.py")):
+        module = ".".join(path.relative_to(package_root.parent).with_suffix("").parts).removesuffix(".__init__")
+        if module == package_root.name:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        graph[module] = {name for _, name in imported_modules(tree, package_root, module)}
+    for module in graph:
+        graph[module] &= graph.keys() - {module}
+    # Tarjan's algorithm, iterative over each module's successors.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(start: str) -> None:
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    work.append((successor, iter(sorted(graph[successor]))))
+                    break
+                if successor in stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_of_genlab_imports_itself_in_a_circle():
+    cycles = import_cycles(SRC / "genlab")
+    assert not cycles, "import circles:\n" + "\n".join(" <-> ".join(cycle) for cycle in cycles)
+
+
+def test_an_import_circle_is_found(fixture_package):
+    (fixture_package / "utils.py").write_text("def helper():\n    from genlab.train import trainer\n")
+    # utils -> train.trainer -> models.base -> utils
+    assert import_cycles(fixture_package) == [["genlab.models.base", "genlab.train.trainer", "genlab.utils"]]

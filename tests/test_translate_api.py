@@ -16,7 +16,7 @@ from genlab import checkpoint as ckpt
 from genlab.cli import main
 from genlab.config import DataConfig
 from genlab.data.tasks import TaskSpec, check_task_name
-from genlab.models.base import get_model_class
+from genlab.models import get_model_class
 from genlab.runs import build_run_config
 from genlab.sample import generate
 from genlab.translate import translate_files

@@ -12,7 +12,7 @@ import torch
 from genlab import checkpoint as ckpt
 from genlab.config import RunConfig
 from genlab.data.tasks import Task, TaskSpec, get_task
-from genlab.models.base import GenerativeModel, Runtime, get_model_class
+from genlab.models import GenerativeModel, Runtime, get_model_class
 from genlab.runs import run_config_from_dict
 from genlab.utils import GenlabError, select_device
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from genlab.bench.speed import count_flops, interleaved, interleaved_all
 from genlab.data.tasks import TaskSpec
-from genlab.models.base import Runtime, get_model_class
+from genlab.models import Runtime, get_model_class
 from genlab.train.trainer import optimizer_kernel
 from genlab.utils import format_count
 

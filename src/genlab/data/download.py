@@ -8,7 +8,7 @@ from pathlib import Path
 
 from genlab.cache import cache_dir, fetch_file, record_sha256, safe_extract
 from genlab.config import DataConfig
-from genlab.data.tasks import ImageSplit, Task
+from genlab.data.base import ImageSplit, Task
 from genlab.utils import GenlabError
 
 FACADES_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from genlab.config import DataConfig
-from genlab.data.tasks import ImageSplit, Task, TaskSpec
+from genlab.data.base import ImageSplit, Task, TaskSpec
 from genlab.utils import GenlabError, atomic_path
 
 GENERATOR_VERSION = "v1"  # part of the cache file names: bump it whenever the rendering changes

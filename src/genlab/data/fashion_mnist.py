@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.config import DataConfig
-from genlab.data.tasks import ImageSplit, Task, TaskSpec
+from genlab.data.base import ImageSplit, Task, TaskSpec
 from genlab.utils import GenlabError, atomic_path
 
 CLASS_NAMES: tuple[str, ...] = (

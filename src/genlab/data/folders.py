@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from genlab.config import DataConfig
+from genlab.data.base import SPLITS, ImageSplit, Task, TaskSpec
 from genlab.data.imageio import image_channels, image_size, list_images, load_image, save_image
-from genlab.data.tasks import SPLITS, ImageSplit, Task, TaskSpec
 from genlab.utils import GenlabError
 
 HOLDOUT_FRACTION = 0.1  # share of train given to each missing val/test split

@@ -470,25 +470,7 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
 MODELS: dict[str, type[GenerativeModel]] = {}
 
-# Names users reach for that are not separate trainings.
-NOT_FAMILIES = {
-    "ddim": "ddim is a sampler, not a separate training: train ddpm (or cddim for translation), then "
-    "`genlab sample RUN --sampler ddim --steps 50`",
-}
-
-
 def register_model(cls: type[GenerativeModel]) -> type[GenerativeModel]:
     """Class decorator adding a family to the registry under `cls.name`."""
     MODELS[cls.name] = cls
     return cls
-
-
-def get_model_class(name: str) -> type[GenerativeModel]:
-    """The family registered as `name`; an unknown name is an error listing the valid ones."""
-    import genlab.models  # noqa: F401  (imports every family module, which registers it)
-
-    if name in NOT_FAMILIES:
-        raise GenlabError(NOT_FAMILIES[name])
-    if name not in MODELS:
-        raise GenlabError(f"unknown model {name!r} (valid: {', '.join(sorted(MODELS))})")
-    return MODELS[name]

@@ -18,7 +18,7 @@ from genlab import checkpoint as ckpt
 from genlab.config import RESUME_SAFE_KEYS, RunConfig, flatten_config, resume_changes, validate_config
 from genlab.data.tasks import Task, get_task, label_map_legend
 from genlab.grid import image_grid, save_preview_grid
-from genlab.models.base import GenerativeModel, Runtime, get_model_class
+from genlab.models import GenerativeModel, Runtime, get_model_class
 from genlab.runs import load_run_config
 from genlab.train.distributed import Distributed
 from genlab.train.logging import MetricsLog
