@@ -86,6 +86,18 @@ def test_existing_run_is_not_overwritten(toy_task, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_a_run_refused_before_writing_leaves_no_folder(toy_task, tmp_path):
+    """ddpm cannot train on a paired task: the refusal comes after the lock made the folder, which goes again,
+    while a folder that was there before stays."""
+    with pytest.raises(GenlabError, match="does not support paired tasks"):
+        train(toy_config("ddpm", steps=1), tmp_path / "new" / "run", progress=False)
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(GenlabError, match="does not support paired tasks"):
+        train(toy_config("ddpm", steps=1), tmp_path / "kept", progress=False)
+    assert (tmp_path / "kept").is_dir()
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(toy_task, l1_unet, tmp_path, monkeypatch):
     from genlab.models.base import MODELS
 

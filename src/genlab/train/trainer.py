@@ -100,13 +100,23 @@ def train(
         return _train_locked(config, run_dir, resume, progress, on_checkpoint, dist)
     if resume:
         ckpt.require_run_dir(run_dir)
-    # The lock first: a live writer is named (pid) before anything else is said or written.
-    with ckpt.RunLock.acquire(run_dir) as lock:
-        if not resume and (run_dir / ckpt.CONFIG_FILE).exists() and not ckpt.unfinished_setup(run_dir):
-            raise GenlabError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        if lock.stale_message:
-            tqdm.write(lock.stale_message)
-        return _train_locked(config, run_dir, resume, progress, on_checkpoint, dist)
+    created = not run_dir.exists()
+    try:
+        # The lock first: a live writer is named (pid) before anything else is said or written.
+        with ckpt.RunLock.acquire(run_dir) as lock:
+            if not resume and (run_dir / ckpt.CONFIG_FILE).exists() and not ckpt.unfinished_setup(run_dir):
+                raise GenlabError(
+                    f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out"
+                )
+            if lock.stale_message:
+                tqdm.write(lock.stale_message)
+            return _train_locked(config, run_dir, resume, progress, on_checkpoint, dist)
+    except BaseException:
+        # A run refused before it wrote anything (a model that does not fit the task, say) leaves no empty
+        # folder behind, so the next default --out is not numbered past it.
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
 
 def _train_locked(
