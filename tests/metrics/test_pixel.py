@@ -18,6 +18,7 @@ from genlab.metrics.pixel import (
     ms_ssim,
     psnr,
     ssim,
+    ssim_maps,
 )
 from genlab.utils import GenlabError
 
@@ -166,6 +167,26 @@ def test_ssim_reflect_border_matches_torchmetrics(pattern: str, data_range: floa
     assert pattern == "constant" or not torch.allclose(valid, theirs, atol=1e-6)
     with pytest.raises(GenlabError, match="border must be"):
         ssim(pred, target, data_range=data_range, border="same")
+
+
+def test_ssim_maps_differentiate_like_torchmetrics() -> None:
+    """The out-of-place path that a training loss takes: the same maps as the metric's in-place path, and the
+    gradient of their mean equal to torchmetrics' (float64)."""
+    tm_image = pytest.importorskip("torchmetrics.functional.image")
+    pred, target = _pair("blurred_noise", 2, 2.0, size=24, n=3)
+    pred, target = pred.double() - 1.0, target.double() - 1.0  # images in [-1, 1], the VAE's
+    with torch.no_grad():
+        metric_map, metric_cs = ssim_maps(pred, target, 2.0, border="reflect")
+    leaf = pred.clone().requires_grad_(True)
+    loss_map, loss_cs = ssim_maps(leaf, target, 2.0, border="reflect")
+    torch.testing.assert_close(loss_map, metric_map, atol=1e-12, rtol=0)
+    torch.testing.assert_close(loss_cs, metric_cs, atol=1e-12, rtol=0)
+    (ours,) = torch.autograd.grad(loss_map.mean(), leaf)
+    reference = pred.clone().requires_grad_(True)
+    theirs_value = tm_image.structural_similarity_index_measure(reference, target, data_range=2.0)
+    (theirs,) = torch.autograd.grad(theirs_value, reference)
+    torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=1e-7)
+    assert ours.abs().max() > 0
 
 
 def test_ssim_identical_images_is_one() -> None:

@@ -3,6 +3,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from genlab.data.tasks import TaskSpec
+from genlab.metrics.pixel import ssim
 from genlab.models import get_model_class
 from genlab.models.losses import gaussian_kl
 from genlab.models.vae import VAEConfig, kl_weight, reconstruction_loss
@@ -95,6 +96,23 @@ def test_reconstruction_losses_are_summed_per_image_and_averaged_over_the_batch(
     assert torch.isclose(reconstruction_loss(logits, target, "bce"), bce.sum() / 2, rtol=1e-5)
     # One known value: a perfect l1/l2 reconstruction costs nothing.
     assert reconstruction_loss(torch.atanh(target * 0.5), target * 0.5, "l2") < 1e-10
+
+
+def test_ssim_l1_reconstruction_is_zhaos_mix_summed_per_image():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 16, 16, generator=generator, dtype=torch.float64)
+    target = torch.rand(2, 1, 16, 16, generator=generator, dtype=torch.float64) * 2 - 1
+    output = torch.tanh(logits)
+    per_image_ssim = ssim(output, target, data_range=2.0, reduction="none", border="reflect")  # (2,)
+    l1 = (output - target).abs().flatten(1).sum(dim=1)
+    expected = (0.84 * 256 * (1 - per_image_ssim) + 0.16 * l1).mean()
+    assert torch.isclose(reconstruction_loss(logits, target, "ssim_l1"), expected.float(), rtol=1e-5)
+    # A perfect reconstruction costs nothing; gradients reach the logits.
+    perfect = torch.atanh(target.clamp(-0.9, 0.9))
+    assert reconstruction_loss(perfect, target.clamp(-0.9, 0.9), "ssim_l1") < 1e-4
+    leaf = logits.float().requires_grad_(True)
+    reconstruction_loss(leaf, target.float(), "ssim_l1").backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
 
 
 def test_kl_warmup_ramps_linearly_to_beta():

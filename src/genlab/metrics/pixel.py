@@ -31,6 +31,7 @@ __all__ = [
     "ms_ssim",
     "psnr",
     "ssim",
+    "ssim_maps",
 ]
 
 Reduction = Literal["mean", "none"]
@@ -143,10 +144,13 @@ def _gaussian_filter_valid(images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(images, window.contiguous(), groups=images.shape[1])
 
 
-def _ssim_maps(
+def ssim_maps(
     pred: torch.Tensor, target: torch.Tensor, data_range: float, border: Border = "valid"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM and contrast-structure maps, each (N, C, H - 10, W - 10), or (N, C, H, W) with border="reflect".
+
+    Differentiable when its inputs need gradients (a training loss, such as the VAE's ssim_l1); the metric path
+    works in place.
 
     Wang et al. 2004, eq. 13 with alpha = beta = gamma = 1 and C3 = C2 / 2:
         SSIM = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2)),
@@ -180,7 +184,13 @@ def _ssim_maps(
     # pixels on each side); for "reflect" the padding above gives every pixel one.
     moments = _gaussian_filter_valid(stacked)
     mu_x, mu_y, xx, yy, xy = moments.split(channels, dim=1)  # each (N, C, H or H - 10, W or W - 10)
-    # In place where a temporary is not needed again: the maps are the largest tensors of the metric.
+    if torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad):
+        # A training loss (the VAE's ssim_l1 reconstruction): out of place, so autograd can differentiate it.
+        contrast_structure = (2.0 * (xy - mu_x * mu_y) + c2) / (xx + yy - mu_x.square() - mu_y.square() + c2)
+        mu_x, mu_y = mu_x + offset, mu_y + offset
+        luminance = (2.0 * mu_x * mu_y + c1) / (mu_x.square() + mu_y.square() + c1)
+        return luminance * contrast_structure, contrast_structure
+    # The metric: in place where a temporary is not needed again, as the maps are its largest tensors.
     mu_xy = mu_x * mu_y
     contrast_structure = (xy - mu_xy).mul_(2.0).add_(c2)  # 2 sigma_xy + C2
     contrast_structure.div_(xx.add_(yy).sub_(mu_x.square()).sub_(mu_y.square()).add_(c2))  # / (s_x^2 + s_y^2 + C2)
@@ -194,7 +204,7 @@ def ssim_per_image(
     pred: torch.Tensor, target: torch.Tensor, data_range: float, border: Border = "valid"
 ) -> torch.Tensor:
     """Mean SSIM of each image pair over channels and pixels (N,): the valid ones, or all with border="reflect"."""
-    ssim_map, _ = _ssim_maps(pred, target, data_range, border)
+    ssim_map, _ = ssim_maps(pred, target, data_range, border)
     return ssim_map.flatten(1).mean(dim=1)
 
 
@@ -212,7 +222,7 @@ def _ms_ssim_terms(pred: torch.Tensor, target: torch.Tensor, data_range: float) 
         )
     terms = []
     for scale in range(len(MS_SSIM_WEIGHTS)):
-        ssim_map, cs_map = _ssim_maps(pred, target, data_range)
+        ssim_map, cs_map = ssim_maps(pred, target, data_range)
         last = scale == len(MS_SSIM_WEIGHTS) - 1
         # Wang et al. 2003, eq. 7: contrast-structure at every scale, luminance only at the coarsest.
         terms.append((ssim_map if last else cs_map).flatten(1).mean(dim=1))  # (N,)
