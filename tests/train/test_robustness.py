@@ -268,6 +268,8 @@ def test_a_failed_set_up_can_be_retried(toy_task, tmp_path, monkeypatch, capsys)
     assert main(["train", "pix2pix", "--task", "toy-paired", "--size", "16", "--steps", "2", "--set", "net.width=4",
                  "--out", str(run), "--quiet"]) == 2
     capsys.readouterr()
+    assert not run.exists()  # refused before it wrote anything: no empty folder left
+    run.mkdir()
     (run / "config.yaml").write_text("model: pix2pix\n")  # as a set-up that failed after saving its config leaves
     code = main(["train", "--resume", "--out", str(run), "--quiet"])
     assert code == 2 and "run the same command without --resume" in capsys.readouterr().err
