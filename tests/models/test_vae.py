@@ -123,6 +123,9 @@ def test_kl_warmup_ramps_linearly_to_beta():
 def test_unknown_reconstruction_is_a_clear_error():
     with pytest.raises(GenlabError, match="net.reconstruction"):
         _model("vae", LABELLED, VAEConfig(latent_dim=4, width=4, reconstruction="huber"))
+    tiny = TaskSpec("tiny", "labelled", 8, 1, 1, 10)
+    with pytest.raises(GenlabError, match="ssim_l1 needs images of at least 11 px"):
+        _model("cvae", tiny, VAEConfig(latent_dim=4, width=4, reconstruction="ssim_l1"))
 
 
 # --- training ----------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.config import non_negative, positive, unit_interval
-from genlab.metrics.pixel import ssim_maps
+from genlab.metrics.pixel import SSIM_WINDOW, ssim_maps
 from genlab.models.base import Abilities, GenerativeModel, register_model
 from genlab.models.losses import gaussian_kl
 from genlab.nn.vae import LabelConditioning, SourcePyramid, VAEDecoder, VAEEncoder, vae_depth
@@ -148,6 +148,11 @@ class VariationalAutoencoder(GenerativeModel):
         super().__init__(config, spec)
         if config.reconstruction not in RECONSTRUCTIONS:
             raise GenlabError(f"net.reconstruction={config.reconstruction!r} (valid: {', '.join(RECONSTRUCTIONS)})")
+        if config.reconstruction == "ssim_l1" and spec.image_size < SSIM_WINDOW:
+            raise GenlabError(
+                f"net.reconstruction=ssim_l1 needs images of at least {SSIM_WINDOW} px (the SSIM window), "
+                f"got data.image_size={spec.image_size}; use l1, l2 or bce"
+            )
         if config.sampling_prior not in ("standard", "aggregate"):
             raise GenlabError(f"net.sampling_prior={config.sampling_prior!r} (valid: standard, aggregate)")
         self.source_pyramid: SourcePyramid | None = None
