@@ -36,13 +36,54 @@ class TaskEntry:
     native_size: int | None = None  # the size of the source images, None if any size
 
 
-TASKS: dict[str, TaskEntry] = {}
-_builtins_registered: list[bool] = []  # a list, so registering needs no `global` statement
+# The built-in tasks; `register_task` adds more.
+BUILTIN_TASKS = (
+    TaskEntry(
+        "facades-synth",
+        "paired",
+        "procedural building facades: 12-class label map -> photo-like rendering (embedded, any size)",
+        facades_synth.build_task,
+        lambda config: True,
+        None,
+    ),
+    TaskEntry(
+        "facades",
+        "paired",
+        "pix2pix CMP facades: label map -> photo, 400 train pairs (downloaded once, then cached)",
+        download.build_facades_task,
+        download.facades_available,
+        256,
+    ),
+    TaskEntry(
+        "fashion-mnist",
+        "labelled",
+        "Fashion-MNIST garments, 10 classes (IDX files; Debian package dataset-fashion-mnist)",
+        fashion_mnist.build_fashion_mnist_task,
+        fashion_mnist.available,
+        28,
+    ),
+    TaskEntry(
+        "edges2fashion",
+        "paired",
+        "Fashion-MNIST edge map -> garment (IDX files; Debian package dataset-fashion-mnist)",
+        fashion_mnist.build_edges2fashion_task,
+        fashion_mnist.available,
+        28,
+    ),
+    TaskEntry(
+        "edges2fashion-unpaired",
+        "unpaired",
+        "edges2fashion with the pairing removed: edges and garments from disjoint halves (for CycleGAN)",
+        fashion_mnist.build_edges2fashion_unpaired_task,
+        fashion_mnist.available,
+        28,
+    ),
+)
+TASKS: dict[str, TaskEntry] = {entry.name: entry for entry in BUILTIN_TASKS}
 
 
 def register_task(entry: TaskEntry, replace: bool = False) -> TaskEntry:
     """Add a task to the registry (as `register_model` adds a family); a taken name is an error unless `replace`."""
-    _register_builtin_tasks()
     if entry.name in TASKS and not replace:
         raise GenlabError(f"task {entry.name!r} is already registered (pass replace=True to replace it)")
     if entry.name.startswith("folder:"):
@@ -56,60 +97,8 @@ def unregister_task(name: str) -> None:
     TASKS.pop(name, None)
 
 
-def _register_builtin_tasks() -> None:
-    """The built-in tasks, registered on first use (so a test's registry changes start from a full registry)."""
-    if _builtins_registered:
-        return
-    _builtins_registered.append(True)
-    entries = [
-        TaskEntry(
-            "facades-synth",
-            "paired",
-            "procedural building facades: 12-class label map -> photo-like rendering (embedded, any size)",
-            facades_synth.build_task,
-            lambda config: True,
-            None,
-        ),
-        TaskEntry(
-            "facades",
-            "paired",
-            "pix2pix CMP facades: label map -> photo, 400 train pairs (downloaded once, then cached)",
-            download.build_facades_task,
-            download.facades_available,
-            256,
-        ),
-        TaskEntry(
-            "fashion-mnist",
-            "labelled",
-            "Fashion-MNIST garments, 10 classes (IDX files; Debian package dataset-fashion-mnist)",
-            fashion_mnist.build_fashion_mnist_task,
-            fashion_mnist.available,
-            28,
-        ),
-        TaskEntry(
-            "edges2fashion",
-            "paired",
-            "Fashion-MNIST edge map -> garment (IDX files; Debian package dataset-fashion-mnist)",
-            fashion_mnist.build_edges2fashion_task,
-            fashion_mnist.available,
-            28,
-        ),
-        TaskEntry(
-            "edges2fashion-unpaired",
-            "unpaired",
-            "edges2fashion with the pairing removed: edges and garments from disjoint halves (for CycleGAN)",
-            fashion_mnist.build_edges2fashion_unpaired_task,
-            fashion_mnist.available,
-            28,
-        ),
-    ]
-    for entry in entries:
-        TASKS.setdefault(entry.name, entry)
-
-
 def task_entries() -> dict[str, TaskEntry]:
     """Every registered task by name (folder:PATH tasks are not listed: they are any folder)."""
-    _register_builtin_tasks()
     return dict(TASKS)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ from genlab.nn.vae import LabelConditioning, SourcePyramid, VAEDecoder, VAEEncod
 from genlab.utils import Generator, GenlabError, randn
 
 ReconstructionKind = Literal["l1", "l2", "bce", "ssim_l1"]
-RECONSTRUCTIONS = ("l1", "l2", "bce", "ssim_l1")
+RECONSTRUCTIONS: tuple[str, ...] = get_args(ReconstructionKind)
 # Zhao et al. 2017 ("Loss functions for image restoration with neural networks"): the SSIM share of the mix.
 SSIM_SHARE = 0.84
 SamplingPrior = Literal["standard", "aggregate"]
