@@ -7,6 +7,7 @@ import torch
 
 from genlab.diffusion.process import (
     diffusion_loss,
+    min_snr_weights,
     model_output_to_x0_eps,
     predict_eps_from_v,
     predict_eps_from_x0,
@@ -167,3 +168,42 @@ def test_diffusion_loss_is_zero_for_the_oracle(schedule):
     losses = diffusion_loss(oracle, schedule, x0, generator=torch.Generator().manual_seed(generator_seed))
     assert losses["loss"].item() == 0.0
     assert losses["image_loss"].item() < 1e-3
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_min_snr_weights_follow_diffusers_recipe(prediction):
+    """diffusers' training scripts: snr = compute_snr(...); w = min(snr, gamma), / snr for eps, / (snr + 1) for v."""
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.training_utils import compute_snr
+
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    t = torch.tensor([0, 1, 10, 100, 300, 500, 900, 999])
+    snr = compute_snr(scheduler, t)
+    expected = torch.minimum(snr, torch.full_like(snr, 5.0))
+    expected = {"eps": expected / snr, "x0": expected, "v": expected / (snr + 1)}[prediction]
+    weights = min_snr_weights(NoiseSchedule("linear", 1000), t, 5.0, prediction)
+    assert weights.dtype == torch.float32 and weights.shape == (8,)
+    # diffusers' alpha-bar is a float32 cumulative product, ours a float64 one: 3e-4 apart at SNR ~ 5000 (t = 1).
+    torch.testing.assert_close(weights, expected, rtol=1e-3, atol=0)
+    # Nearly clean levels (SNR far above gamma) are the ones turned down; the noisiest keep weight 1 for eps.
+    if prediction == "eps":
+        assert weights[0] < 1e-3 and weights[-1] == pytest.approx(1.0)
+
+
+def test_min_snr_loss_is_the_weighted_mean_of_per_sample_errors(schedule):
+    x0 = torch.rand(5, 1, 4, 4) * 2 - 1
+
+    def zeros(x_t, t, cond):
+        return torch.zeros_like(x_t)
+
+    weighted = diffusion_loss(zeros, schedule, x0, None, "v", torch.Generator().manual_seed(2), min_snr_gamma=5.0)
+    # Replay the process' draws: t first, then the noise.
+    generator = torch.Generator().manual_seed(2)
+    t = torch.randint(0, schedule.num_timesteps, (5,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    per_sample = prediction_target(schedule, x0, t, noise, "v").square().flatten(1).mean(1)
+    expected = (min_snr_weights(schedule, t, 5.0, "v") * per_sample).mean()
+    torch.testing.assert_close(weighted["loss"], expected)
+    plain = diffusion_loss(zeros, schedule, x0, None, "v", torch.Generator().manual_seed(2))
+    torch.testing.assert_close(plain["loss"], per_sample.mean())
+    assert not torch.allclose(weighted["loss"], plain["loss"])

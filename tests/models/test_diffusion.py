@@ -30,6 +30,19 @@ def test_ddpm_training_step_and_ema():
     assert not any(p.requires_grad for p in model.ema_network.parameters())
 
 
+def test_min_snr_gamma_weights_the_training_loss():
+    """For eps-prediction every min-SNR weight is at most 1, and below 1 wherever SNR > gamma: the same draws give a
+    smaller loss with the switch on, and the same loss with it off."""
+    batch = {"image": torch.rand(16, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (16,))}
+    losses = {}
+    for gamma in (None, 5.0):
+        torch.manual_seed(0)
+        model = ddpm() if gamma is None else ddpm(**{"net.min_snr_gamma": gamma})
+        assert model.config.min_snr_gamma == gamma
+        losses[gamma] = model.training_step(batch)["loss"]
+    assert 0 < losses[5.0] < losses[None]
+
+
 def test_label_dropout_uses_the_null_label():
     model = ddpm(**{"net.label_dropout": 0.5})
     torch.manual_seed(0)

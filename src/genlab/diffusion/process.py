@@ -134,6 +134,21 @@ def prediction_target(
     return predict_v(schedule, x0, t, noise)
 
 
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: Prediction) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, sec. 3.4) for levels `t` (B,), as float32 (B,).
+
+    With SNR = abar / (1 - abar), the x0-space weight min(SNR, gamma) is expressed in the regression target's
+    units: divided by SNR for eps (the eps MSE is SNR times the x0 MSE) and by SNR + 1 for v. The effect is to
+    stop the many nearly clean levels, where denoising is easy, from dominating the gradient.
+    """
+    _check_prediction(prediction)
+    abar = schedule.alphas_cumprod.double()[t.to(schedule.alphas_cumprod.device)]
+    snr = abar / (1.0 - abar)
+    clipped = snr.clamp(max=gamma)
+    divisor = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1.0}[prediction]
+    return (clipped / divisor).float().to(t.device)
+
+
 def diffusion_loss(
     network: Network,
     schedule: NoiseSchedule,
@@ -141,11 +156,13 @@ def diffusion_loss(
     cond: torch.Tensor | None = None,
     prediction: Prediction = "eps",
     generator: torch.Generator | None = None,
+    min_snr_gamma: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """L_simple (DDPM eq. 14; seed 001 eq. 25, seed 000 eq. 10) for one batch x0 (B, C, H, W) in [-1, 1].
 
     t ~ U{0..T-1} and eps ~ N(0, I) are drawn from `generator`; the network sees x_t = q_sample(x0, t, eps) and
-    its output is regressed (MSE, averaged over every element) on the target of `prediction`.
+    its output is regressed (MSE, averaged over every element) on the target of `prediction`. With
+    `min_snr_gamma`, each sample's MSE is weighted by `min_snr_weights` before the batch mean.
 
     Returns `loss` (scalar, differentiable) and `image_loss` (detached): the seed's mean absolute error between
     x0 and the x0 reconstructed from the network output, logged to see what the denoiser actually recovers.
@@ -157,7 +174,11 @@ def diffusion_loss(
     x_t = q_sample(schedule, x0, t, noise)
     output = network(x_t, t, cond)  # (B, C, H, W)
     target = prediction_target(schedule, x0, t, noise, prediction)
-    loss = F.mse_loss(output.float(), target.float())
+    if min_snr_gamma is None:
+        loss = F.mse_loss(output.float(), target.float())
+    else:
+        per_sample = (output.float() - target.float()).square().flatten(1).mean(1)  # (B,)
+        loss = (min_snr_weights(schedule, t, min_snr_gamma, prediction) * per_sample).mean()
     with torch.no_grad():
         x0_reconstructed, _ = model_output_to_x0_eps(schedule, output.detach().float(), x_t, t, prediction)
         image_loss = (x0_reconstructed - x0).abs().mean()

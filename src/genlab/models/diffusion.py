@@ -55,6 +55,8 @@ class DiffusionConfig:
     # too), and linearly to zero at its end; 1.0 = constant after the warm-up.
     lr_decay_start: float = unit_interval(1.0)
     grad_clip: float | None = positive(1.0)
+    # Min-SNR-gamma loss weighting (Hang et al. 2023; they use gamma 5): None = DDPM's unweighted L_simple.
+    min_snr_gamma: float | None = positive(None)
     # EMA of the weights, used for sampling. The warm-up min(decay, (1+n)/(10+n)) makes it useful from the
     # first hundreds of steps; a fixed 0.9999 would stay near the initialisation for a CPU-sized run.
     ema_decay: float = unit_interval(0.999)
@@ -148,7 +150,9 @@ class DiffusionModel(GenerativeModel):
         self.network.train()
         x0, cond = self.inputs(batch)
         with self.autocast():
-            losses = diffusion_loss(self.network, self.schedule, x0, cond, self.config.prediction)
+            losses = diffusion_loss(
+                self.network, self.schedule, x0, cond, self.config.prediction, min_snr_gamma=self.config.min_snr_gamma
+            )
         self.optimize(losses["loss"], "network", max_grad_norm=self.config.grad_clip)
         ema_update(self.ema_network, self.network, ema_decay(self.step, self.config.ema_decay, self.config.ema_warmup))
         return {"loss": losses["loss"].item(), "image_loss": losses["image_loss"].item()}
