@@ -83,8 +83,9 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     options = EvalOptions(features=("domain",), count=20, limit=40, steps=3, guidance_scale=2.0)
     result = evaluate_run(tmp_path / "ddpm", options, device="cpu")
     assert result.extra["conditional"] is True and result.count == 20
-    assert result.sampler == {"sampler": "ddim", "steps": 3, "eta": 0.0, "guidance_scale": 2.0}
-    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim3-eta0-g2.json").is_file()
+    # eta 1 and guidance 7 are the quick preset's; steps and guidance were given.
+    assert result.sampler == {"sampler": "ddim", "steps": 3, "eta": 1.0, "guidance_scale": 2.0}
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim3-eta1-g2.json").is_file()
     accuracy = result.score("class_accuracy")
     assert 0 <= accuracy.value <= 1 and accuracy.notes == ("chance 10.0%",)
     assert accuracy.network.name.startswith("domain:fashion-mnist classifier")
@@ -92,7 +93,7 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     worst = result.score("worst_class_accuracy")
     assert 0 <= worst.value <= accuracy.value and worst.count == 2 and worst.notes[0].startswith("class '")
     other = evaluate_run(tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2), device="cpu")
-    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta0-g7.json").is_file()  # both kept (g7: the preset)
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g7.json").is_file()  # both kept
     assert other.sampler["steps"] == 2
 
 

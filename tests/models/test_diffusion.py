@@ -74,10 +74,11 @@ def test_guidance_scale_one_equals_the_conditional_model():
             parameter.normal_(0.0, 0.1)
     noise = torch.randn(2, 1, 16, 16)
     labels = torch.tensor([3, 7])
-    guided = model.sample(2, labels=labels, x_T=noise, steps=4, guidance_scale=1.0)
-    direct = model.generate(noise.shape, labels, None, x_T=noise, steps=4)
+    deterministic = {"x_T": noise, "steps": 4, "eta": 0.0}  # the quick preset samples with eta 1
+    guided = model.sample(2, labels=labels, guidance_scale=1.0, **deterministic)
+    direct = model.generate(noise.shape, labels, None, **deterministic)
     assert torch.equal(guided, direct)
-    assert not torch.equal(model.sample(2, labels=labels, x_T=noise, steps=4, guidance_scale=3.0), guided)
+    assert not torch.equal(model.sample(2, labels=labels, guidance_scale=3.0, **deterministic), guided)
 
 
 def test_unconditional_ddpm_refuses_labels():
