@@ -336,6 +336,10 @@ class ConditionalDDIM(DiffusionModel):
             "train.checkpoint_every": 500,
             "net.guidance_scale": 1.0,
             "net.prediction": "v",
+            # DDIM eta 1 beat eta 0 on every score, on the three networks scored both ways (edges2fashion at
+            # 32 px, two of them: PSNR +0.4 and +0.9 dB, domain FID 5.96 vs 6.57 and 4.77 vs 5.97; facades-synth
+            # at 64 px: mIoU 0.272 vs 0.239); README, "Min-SNR weighting and stochastic DDIM".
+            "net.eta": 1.0,
         },
     }
 
