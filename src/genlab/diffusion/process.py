@@ -142,7 +142,7 @@ def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, pred
     stop the many nearly clean levels, where denoising is easy, from dominating the gradient.
     """
     _check_prediction(prediction)
-    abar = schedule.alphas_cumprod.double()[t.to(schedule.alphas_cumprod.device)]
+    abar = values_at(schedule.alphas_cumprod_float64, t, 1)  # (B,), float64 on the CPU (MPS has no float64)
     snr = abar / (1.0 - abar)
     clipped = snr.clamp(max=gamma)
     divisor = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1.0}[prediction]
