@@ -261,3 +261,26 @@ def test_folded_upsample_conv_is_nearest_upsampling_then_the_3x3_conv(layout, sh
     module = Upsample(shape[1], "nearest-conv").double()
     reference = module.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
     torch.testing.assert_close(module(x), reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("kind", ["nearest-conv", "bilinear"])
+def test_upsample_with_a_skip_is_the_concatenation_and_its_gradients(layout, kind):
+    """Upsample(x, skip) writes the decoder's skip beside the upsampled map: the same values as torch.cat of the
+    two, and the same gradients for x, the skip and the conv, in float64 and either memory format."""
+    from genlab.nn.diffusion_unet import Upsample
+
+    module = Upsample(5, kind).double()
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    skip = torch.randn(2, 3, 6, 8, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    expected = torch.cat([module(x), skip], dim=1)
+    got = module(x, skip)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    if layout == torch.channels_last and kind == "nearest-conv":
+        assert got.is_contiguous(memory_format=torch.channels_last)
+    inputs = [x, skip, *module.parameters()]
+    upstream = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, inputs, upstream)
+    got_grads = torch.autograd.grad(got, inputs, upstream)
+    for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)

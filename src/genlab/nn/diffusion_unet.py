@@ -293,7 +293,9 @@ def _fold_taps(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tens
     return torch.stack([first, middle + last], dim), torch.stack([first + middle, last], dim)
 
 
-def nearest_upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def nearest_upsample_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, skip: torch.Tensor | None = None
+) -> torch.Tensor:
     """conv3x3(nearest_upsample_2x(x), weight, bias, padding 1), computed without the upsampled copy.
 
     A 3x3 conv over a nearest-upsampled map sees each input pixel 2 or 4 times, so each of the 4 output phases
@@ -302,21 +304,27 @@ def nearest_upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     its H x W slice: 4 * 4 = 16 multiply-adds per output-pixel group against 4 * 9 = 36, and no 4x larger input
     to write and read. The same function of the same weights (tests/nn: against F.interpolate + F.conv2d), so
     checkpoints and gradients are unchanged. x (B, C, H, W) -> (B, C_out, 2H, 2W), in x's memory format.
+
+    With `skip` (B, C_skip, 2H, 2W) the result is torch.cat([upsampled, skip], dim=1), written into one buffer
+    as the phases are: the decoder's skip concatenation without a second copy of the upsampled map.
     """
     batch, _, height, width = x.shape
     out_channels = weight.shape[0]
     kernels = [phase for rows in _fold_taps(weight, 2) for phase in _fold_taps(rows, 3)]  # (0,0) (0,1) (1,0) (1,1)
     phases = F.conv2d(x, torch.cat(kernels), None if bias is None else bias.repeat(4), padding=1)
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    skip_channels = 0 if skip is None else skip.shape[1]
     out = torch.empty(
-        (batch, out_channels, 2 * height, 2 * width),
+        (batch, out_channels + skip_channels, 2 * height, 2 * width),
         dtype=phases.dtype,
         device=phases.device,
         memory_format=torch.channels_last if channels_last else torch.contiguous_format,
     )
     for index, (row, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         block = phases[:, index * out_channels : (index + 1) * out_channels]
-        out[:, :, row::2, col::2] = block[:, :, row : row + height, col : col + width]
+        out[:, :out_channels, row::2, col::2] = block[:, :, row : row + height, col : col + width]
+    if skip is not None:
+        out[:, out_channels:] = skip
     return out
 
 
@@ -328,11 +336,13 @@ class Upsample(nn.Module):
         self.kind = kind
         self.conv = nn.Conv2d(channels, channels, 3, padding=1) if kind == "nearest-conv" else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, C, 2H, 2W), or with `skip` (B, C_skip, 2H, 2W) the concatenation of both."""
         if self.conv is not None:
             # The folded form: the same function with 16/36 of the multiply-adds and no upsampled copy.
-            return nearest_upsample_conv(x, self.conv.weight, self.conv.bias)
-        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            return nearest_upsample_conv(x, self.conv.weight, self.conv.bias, skip)
+        upsampled = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return upsampled if skip is None else torch.cat([upsampled, skip], dim=1)
 
 
 class Stage(nn.Module):
@@ -475,7 +485,8 @@ class DiffusionUNet(nn.Module):
         for level_stage in self.bottleneck:
             hidden = level_stage(hidden, embedding)
         for upsample, stages in zip(self.upsamplers, self.decoder, strict=True):
-            hidden = upsample(hidden)
-            for level_stage in stages:
+            # The level's first skip is written beside the upsampled map as it is made (one copy, not two).
+            hidden = stages[0](upsample(hidden, skips.pop()), embedding)
+            for level_stage in stages[1:]:
                 hidden = level_stage(torch.cat([hidden, skips.pop()], dim=1), embedding)
         return self.head(hidden)  # (B, out_channels, H, W)
