@@ -136,6 +136,17 @@ def test_temperature_is_for_vaes_only(capsys, trained_run, tmp_path):
     assert first == second  # z = 0 for both: one image twice
 
 
+def test_guidance_interval_flag_is_parsed_checked_and_refused_without_a_sampler(capsys, trained_run, tmp_path):
+    for bad, message in (("5", "expected LOW,HIGH (two numbers)"), ("5,0.3", "need 0 <= LOW < HIGH")):
+        with pytest.raises(SystemExit):
+            main(["sample", str(trained_run), "--out", str(tmp_path / "s.png"), "--guidance-interval", bad])
+        assert message in capsys.readouterr().err
+    code, _, err = run_cli(
+        capsys, "translate", trained_run, tmp_path, "--out", tmp_path / "o", "--guidance-interval", "0.3,5"
+    )
+    assert code == 2 and "--guidance-interval: model 'pix2pix' has no diffusion sampler" in err
+
+
 def test_existing_run_is_refused_and_kept(capsys, trained_run):
     before = (trained_run / "checkpoints" / "last.pt").read_bytes()
     code, _, err = run_cli(capsys, "train", "pix2pix", "--out", trained_run, "--steps", "1")

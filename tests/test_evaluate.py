@@ -95,11 +95,20 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     other = evaluate_run(tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2), device="cpu")
     assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g7.json").is_file()  # both kept
     assert other.sampler["steps"] == 2
+    interval = evaluate_run(
+        tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2, guidance_interval=(0.3, 5)), device="cpu"
+    )
+    assert interval.sampler["guidance_interval"] == (0.3, 5.0)
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g7-gi0.3-5.json").is_file()
+    with pytest.raises(GenlabError, match="guidance_interval needs 0 <= low < high"):
+        EvalOptions(guidance_interval=(5, 0.3))
 
 
 def test_sampler_options_are_refused_for_models_without_a_sampler(facades_run):
     with pytest.raises(GenlabError, match="steps: model 'pix2pix' has no diffusion sampler"):
         evaluate_run(facades_run, EvalOptions(features=(), steps=10), device="cpu", write=False)
+    with pytest.raises(GenlabError, match="guidance_interval: model 'pix2pix' has no diffusion sampler"):
+        evaluate_run(facades_run, EvalOptions(features=(), guidance_interval=(0.3, 5)), device="cpu", write=False)
     with pytest.raises(GenlabError, match="temperature: model 'pix2pix' draws no latent code"):
         evaluate_run(facades_run, EvalOptions(features=(), temperature=0.5), device="cpu", write=False)
 

@@ -407,11 +407,7 @@ def _add_sample(commands) -> None:
     sample.add_argument("--out", required=True, help="a .png file for a grid, or a folder for one PNG per image")
     sample.add_argument("--count", type=int, default=None, help="images (default: 10 per class, or 64)")
     sample.add_argument("--labels", help="comma-separated class labels (class-conditional runs), e.g. 0,0,3")
-    sample.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion sampler (default: the run's)")
-    sample.add_argument("--steps", type=int, help="sampling steps (ddim: any number up to T)")
-    sample.add_argument("--eta", type=float, help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like")
-    sample.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
-    sample.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
+    _add_sampler_options(sample)
     sample.add_argument(
         "--interpolate",
         type=int,
@@ -449,6 +445,7 @@ def _sampler_options(args) -> dict:
         raise GenlabError(f"--temperature must be 0 or more (1 = the prior itself), got {args.temperature}")
     pairs = (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance_scale", args.guidance),
              ("temperature", getattr(args, "temperature", None)))
+    pairs += (("guidance_interval", getattr(args, "guidance_interval", None)),)
     return {key: value for key, value in pairs if value is not None}
 
 
@@ -540,7 +537,26 @@ def _add_sampler_options(parser) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps (ddim: any number up to T)")
     parser.add_argument("--eta", type=float, help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+    parser.add_argument(
+        "--guidance-interval",
+        type=_noise_interval,
+        metavar="LOW,HIGH",
+        help="guide only at noise levels sigma = sqrt((1 - abar) / abar) in (LOW, HIGH], plain conditional "
+        "elsewhere (Kynkaanniemi et al. 2024), e.g. 0.3,5 (default: the run's net.guidance_interval, unset = "
+        "every level; 0,1e9 covers every level)",
+    )
     parser.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
+
+
+def _noise_interval(text: str) -> tuple[float, float]:
+    """'LOW,HIGH' -> (low, high) with 0 <= low < high."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), got {text!r}") from None
+    if not 0 <= low < high:
+        raise argparse.ArgumentTypeError(f"need 0 <= LOW < HIGH, got {text!r}")
+    return low, high
 
 
 def _translate(args) -> int:

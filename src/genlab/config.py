@@ -335,6 +335,11 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise GenlabError(f"{where}: expected a list, got {value!r}")
         args = typing.get_args(hint)
+        if origin is tuple and len(args) > 1 and args[-1] is not Ellipsis:  # a fixed length: tuple[float, float]
+            if len(value) != len(args):
+                raise GenlabError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
+            return tuple(check_value(item, item_hint, f"{where}[{index}]")
+                         for index, (item, item_hint) in enumerate(zip(value, args, strict=True)))
         item_hint = args[0] if args else Any
         items = [check_value(item, item_hint, f"{where}[{index}]") for index, item in enumerate(value)]
         return tuple(items) if origin is tuple else items

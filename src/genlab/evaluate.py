@@ -50,6 +50,7 @@ class EvalOptions:
     steps: int | None = None
     eta: float | None = None
     guidance_scale: float | None = None
+    guidance_interval: tuple[float, float] | None = None  # guide only at noise levels sigma in (low, high]
     temperature: float | None = None  # VAE families: scale of the prior draws (None: 1, the prior itself)
     checkpoint: str | None = None  # a checkpoint file of the run (default: checkpoints/last.pt)
     progress: bool = True
@@ -65,11 +66,16 @@ class EvalOptions:
             raise GenlabError(f"evaluate: eta must be in [0, 1], got {self.eta}")
         if self.temperature is not None and not self.temperature >= 0:
             raise GenlabError(f"evaluate: temperature must be 0 or more, got {self.temperature}")
+        if self.guidance_interval is not None:
+            low, high = self.guidance_interval
+            if not 0 <= low < high:
+                raise GenlabError(f"evaluate: guidance_interval needs 0 <= low < high, got {self.guidance_interval}")
+            self.guidance_interval = (float(low), float(high))
 
     def sampler_options(self) -> dict[str, Any]:
         """The sampling options that were set (passed to the model as keyword arguments)."""
         values = {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "guidance_scale": self.guidance_scale,
-                  "temperature": self.temperature}
+                  "guidance_interval": self.guidance_interval, "temperature": self.temperature}
         return {key: value for key, value in values.items() if value is not None}
 
 
@@ -87,8 +93,8 @@ def evaluate_run(
 
 
 def eval_file_name(result: EvalResult) -> str:
-    """`test-step0003000.json`, or `test-step0003000-ddim50-eta0-g3.json` with sampler settings (`-t0.7`: a
-    VAE's temperature)."""
+    """`test-step0003000.json`, or `test-step0003000-ddim50-eta0-g3.json` with sampler settings (`-gi0.3-5`: a
+    guidance interval; `-t0.7`: a VAE's temperature)."""
     name = f"{result.split}-step{result.step:07d}"
     sampler = result.sampler
     if sampler:
@@ -98,6 +104,9 @@ def eval_file_name(result: EvalResult) -> str:
             name += f"-eta{sampler['eta']:g}"
         if "guidance_scale" in sampler:
             name += f"-g{sampler['guidance_scale']:g}"
+        if sampler.get("guidance_interval"):
+            low, high = sampler["guidance_interval"]
+            name += f"-gi{low:g}-{high:g}"
         if "temperature" in sampler:
             name += f"-t{sampler['temperature']:g}"
     return name + ".json"

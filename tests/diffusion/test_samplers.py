@@ -12,6 +12,7 @@ from genlab.diffusion.samplers import (
     StepOutput,
     evenly_spaced_timesteps,
     guided_output,
+    interval_guidance_scales,
     sample_loop,
     slerp,
 )
@@ -296,3 +297,42 @@ def test_slerp():
     weights = torch.tensor([0.0, 1.0, 0.0, 1.0])
     mixed = slerp(a, b, weights)
     assert torch.allclose(mixed[1], b[1], atol=1e-5) and torch.allclose(mixed[2], a[2], atol=1e-6)
+
+
+def test_interval_guidance_scales_follow_the_noise_level():
+    """sigma = sqrt((1 - abar) / abar) computed independently from the linear betas (NumPy, float64): the scale
+    is applied exactly where sigma is in (low, high], 1 elsewhere, and everywhere without an interval."""
+    import numpy as np
+
+    schedule = NoiseSchedule("linear", 1000)
+    levels = evenly_spaced_timesteps(1000, 50)
+    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))
+    sigma = np.sqrt((1.0 - abar[levels]) / abar[levels])
+    scales = interval_guidance_scales(schedule, levels, 7.0, (0.3, 5.0))
+    expected = [7.0 if 0.3 < value <= 5.0 else 1.0 for value in sigma]
+    assert scales == expected
+    assert 0 < scales.count(7.0) < len(levels)  # the interval cuts both ends of this schedule
+    assert interval_guidance_scales(schedule, levels, 7.0, None) == [7.0] * 50
+    with pytest.raises(ValueError, match="low < high"):
+        interval_guidance_scales(schedule, levels, 7.0, (5.0, 0.3))
+
+
+def test_sample_loop_with_per_level_scales_guides_only_those_levels(schedule):
+    """A level at scale 1 is one plain conditional forward on the batch; a guided level one forward on 2B; the
+    result equals a hand-written loop over guided_output with each level's scale."""
+    levels = evenly_spaced_timesteps(schedule.num_timesteps, 4)
+    x_T = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    cond, null_cond = torch.tensor([0, 1, 2]), torch.full((3,), 10)
+    scales = [1.0, 4.0, 4.0, 1.0]
+    model = CountingModel()
+    sampler = DDIMSampler(schedule, eta=0.0)
+    got = sample_loop(model, sampler, levels, x_T, cond=cond, null_cond=null_cond, guidance_scale=scales)
+    assert model.batches == [3, 6, 6, 3]
+    x = x_T
+    for index, t in enumerate(levels):
+        t_prev = levels[index + 1] if index + 1 < len(levels) else -1
+        output = guided_output(CountingModel(), x, torch.full((3,), t), cond, null_cond, scales[index])
+        x = sampler.step(output, t, t_prev, x).prev_sample
+    torch.testing.assert_close(got, x)
+    with pytest.raises(ValueError, match="3 guidance scales for 4"):
+        sample_loop(model, sampler, levels, x_T, cond=cond, null_cond=null_cond, guidance_scale=scales[:3])

@@ -81,6 +81,27 @@ def test_guidance_scale_one_equals_the_conditional_model():
     assert not torch.equal(model.sample(2, labels=labels, guidance_scale=3.0, **deterministic), guided)
 
 
+def test_guidance_interval_guides_only_the_levels_inside_it():
+    """An interval holding every level is full guidance; one holding none is the plain conditional model; one
+    holding some is neither; from the run's config or per call; a reversed interval is refused by name."""
+    model = ddpm()
+    with torch.no_grad():  # a fresh net has a zero output layer, which ignores labels
+        for parameter in model.ema_network.parameters():
+            parameter.normal_(0.0, 0.1)
+    noise = torch.randn(2, 1, 16, 16)
+    labels = torch.tensor([3, 7])
+    deterministic = {"x_T": noise, "steps": 4, "eta": 0.0, "guidance_scale": 3.0}
+    full = model.sample(2, labels=labels, **deterministic)
+    plain = model.sample(2, labels=labels, **{**deterministic, "guidance_scale": 1.0})
+    assert torch.equal(model.sample(2, labels=labels, guidance_interval=(0.0, 1e9), **deterministic), full)
+    assert torch.equal(model.sample(2, labels=labels, guidance_interval=(1e8, 1e9), **deterministic), plain)
+    model.config.guidance_interval = (0.5, 5.0)  # 4 DDIM levels, linear schedule: sigma ~1, 3.4, 17, 157
+    partial = model.sample(2, labels=labels, **deterministic)
+    assert not torch.equal(partial, full) and not torch.equal(partial, plain)
+    with pytest.raises(GenlabError, match="guidance_interval"):
+        model.sample(2, labels=labels, guidance_interval=(5.0, 0.5), **deterministic)
+
+
 def test_unconditional_ddpm_refuses_labels():
     model = ddpm(conditional=False)
     assert model.network.config.num_classes == 0
@@ -112,3 +133,12 @@ def test_interpolation_noise_endpoints_and_layout():
     start, end = torch.randn((2, 1, 4, 4), generator=generator), torch.randn((2, 1, 4, 4), generator=generator)
     assert torch.allclose(noise[0], start[0], atol=1e-6) and torch.allclose(noise[4], end[0], atol=1e-6)
     assert torch.allclose(noise[5], start[1], atol=1e-6)
+
+
+def test_guidance_interval_from_the_config_is_two_ordered_noise_levels():
+    config = build_run_config("ddpm", "quick", {}, SMALL + ["net.guidance_interval=[0.3,5]"])
+    assert config.net.guidance_interval == (0.3, 5.0)
+    with pytest.raises(GenlabError, match=r"net.guidance_interval: expected 2 values, got 3"):
+        build_run_config("ddpm", "quick", {}, SMALL + ["net.guidance_interval=[0.3,5,7]"])
+    with pytest.raises(GenlabError, match=r"net.guidance_interval: need low < high"):
+        ddpm(**{"net.guidance_interval": "[5,0.3]"})

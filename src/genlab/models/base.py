@@ -55,7 +55,7 @@ class Abilities:
 
 
 # The options of the diffusion families' samplers (Abilities.sampler_options).
-DIFFUSION_SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance_scale")
+DIFFUSION_SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance_scale", "guidance_interval")
 
 
 def linear_decay(progress: float, decay_start: float) -> float:
@@ -226,7 +226,7 @@ class GenerativeModel(nn.Module, ABC):
         guidance_scale) and the VAE's temperature. `flags` names them as command-line options."""
         given = [key for key in DIFFUSION_SAMPLER_OPTIONS if options.get(key) is not None]
         if given and not self.abilities.sampler_options:
-            names = ", ".join(f"--{key.replace('_scale', '')}" if flags else key for key in given)
+            names = ", ".join(f"--{key.replace('_scale', '').replace('_', '-')}" if flags else key for key in given)
             raise GenlabError(f"{names}: model {self.name!r} has no diffusion sampler; leave them out")
         temperature = options.get("temperature")
         if temperature is not None:

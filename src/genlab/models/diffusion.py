@@ -16,7 +16,13 @@ import torch
 
 from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.diffusion.process import diffusion_loss
-from genlab.diffusion.samplers import DDIMSampler, DDPMSampler, evenly_spaced_timesteps, sample_loop
+from genlab.diffusion.samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    evenly_spaced_timesteps,
+    interval_guidance_scales,
+    sample_loop,
+)
 from genlab.diffusion.schedules import NoiseSchedule
 from genlab.models.base import Abilities, GenerativeModel, linear_decay, register_model
 from genlab.nn.diffusion_unet import (
@@ -67,6 +73,9 @@ class DiffusionConfig:
     eta: float = unit_interval(0.0)
     # classifier-free guidance (class-conditional only); 1 = plain conditional
     guidance_scale: float = non_negative(3.0)
+    # Guidance only where the noise level sigma = sqrt((1 - abar) / abar) lies in (low, high] (Kynkaanniemi
+    # et al. 2024), plain conditional elsewhere; None = at every level.
+    guidance_interval: tuple[float, float] | None = non_negative(None)
     ddpm_variance: Literal["beta", "posterior"] = "beta"
     preview_steps: int = positive(20)  # DDIM steps for the training preview grids (cheap)
 
@@ -79,6 +88,8 @@ class DiffusionModel(GenerativeModel):
     inference_channels_last = True
 
     def __init__(self, config: DiffusionConfig, spec) -> None:
+        if config.guidance_interval is not None and not config.guidance_interval[0] < config.guidance_interval[1]:
+            raise GenlabError(f"net.guidance_interval: need low < high noise level, got {config.guidance_interval}")
         super().__init__(config, spec)
         self.network = DiffusionUNet(self.unet_config(config, spec))
         self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
@@ -102,6 +113,8 @@ class DiffusionModel(GenerativeModel):
         defaults = {"sampler": config.sampler, "steps": steps, "eta": config.eta}
         if self.conditional:
             defaults["guidance_scale"] = config.guidance_scale
+            if config.guidance_interval is not None:
+                defaults["guidance_interval"] = config.guidance_interval
         return defaults
 
     def sample_from_latents(self, latents, labels=None, **options):
@@ -173,10 +186,13 @@ class DiffusionModel(GenerativeModel):
         Labels default to cycling through the classes; they are checked against the task's classes.
         """
         guidance = options.pop("guidance_scale", self.config.guidance_scale)
+        interval = options.pop("guidance_interval", self.config.guidance_interval)
         cond = self.check_labels(labels, count)
         null = None if cond is None else torch.full_like(cond, self.spec.num_classes)
         guidance = guidance if cond is not None else 1.0
-        return self.generate((count, *item_shape), cond, null, generator, guidance_scale=guidance, **options)
+        return self.generate(
+            (count, *item_shape), cond, null, generator, guidance_scale=guidance, guidance_interval=interval, **options
+        )
 
     # --- sampling ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -191,10 +207,13 @@ class DiffusionModel(GenerativeModel):
         steps: int | None = None,
         eta: float | None = None,
         guidance_scale: float = 1.0,
+        guidance_interval: tuple[float, float] | None = None,
         use_ema: bool = True,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Run the reverse process from x_T (drawn from `generator` unless given) to images (B, C, H, W)."""
+        """Run the reverse process from x_T (drawn from `generator` unless given) to images (B, C, H, W).
+
+        `guidance_interval` (low, high): guide only at noise levels sigma in (low, high]; None: at every level."""
         config = self.config
         sampler = sampler or config.sampler
         steps = steps or (config.timesteps if sampler == "ddpm" else config.sample_steps)
@@ -210,16 +229,21 @@ class DiffusionModel(GenerativeModel):
             x_T = randn(shape, generator, self.device)
         network = self.ema_network if use_ema else self.network
         network.eval()
+        levels = evenly_spaced_timesteps(config.timesteps, steps)
+        try:
+            scales = interval_guidance_scales(self.schedule, levels, guidance_scale, guidance_interval)
+        except ValueError as error:
+            raise GenlabError(f"net.guidance_interval: {error}") from None
         with self.autocast():
             images = sample_loop(
                 network,
                 step_rule,
-                evenly_spaced_timesteps(config.timesteps, steps),
+                levels,
                 x_T.to(self.device),
                 cond=cond,
                 generator=generator,
                 progress=progress,
-                guidance_scale=guidance_scale,
+                guidance_scale=scales,
                 null_cond=null_cond,
                 prediction=config.prediction,
             )
