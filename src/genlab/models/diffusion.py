@@ -280,11 +280,15 @@ class DDPM(DiffusionModel):
         # FID 7.86, at half the recall of guidance 3 (README, DDPM section). DDIM with eta 1 (fresh noise at
         # every step) lowers the domain FID about 10% against eta 0 on the two runs scored both ways (6.91 vs
         # 7.66, 7.08 vs 7.86), class accuracy a tie (README, "Min-SNR weighting and stochastic DDIM").
+        # Guidance only at the low-noise levels sigma <= 2.9 (the last 23 of DDIM-50), on two trained networks:
+        # domain FID 5.99 vs 6.91 and 7.97 vs 9.13, recall 2.3-3.2x, worst class 78% vs 72% and 84% vs 84%, class
+        # accuracy a tie, sampling 20% faster (README, "Guidance in a limited interval of noise levels").
         "quick": {
             "data.task": "fashion-mnist",
             "data.image_size": 32,
             "net.lr_decay_start": 0.5,
             "net.guidance_scale": 7.0,
+            "net.guidance_interval": (0.0, 2.9),
             "net.eta": 1.0,
             "train.batch_size": 32,
             "train.steps": 3000,
