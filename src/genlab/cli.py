@@ -542,8 +542,8 @@ def _add_sampler_options(parser) -> None:
         type=_noise_interval,
         metavar="LOW,HIGH",
         help="guide only at noise levels sigma = sqrt((1 - abar) / abar) in (LOW, HIGH], plain conditional "
-        "elsewhere (Kynkaanniemi et al. 2024), e.g. 0.3,5 (default: the run's net.guidance_interval, unset = "
-        "every level; 0,1e9 covers every level)",
+        "elsewhere (Kynkaanniemi et al. 2024), e.g. 0,2.9 (the ddpm quick preset's; default: the run's "
+        "net.guidance_interval, unset = every level; 0,1e9 covers every level)",
     )
     parser.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
 
