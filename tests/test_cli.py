@@ -137,7 +137,7 @@ def test_temperature_is_for_vaes_only(capsys, trained_run, tmp_path):
 
 
 def test_guidance_interval_flag_is_parsed_checked_and_refused_without_a_sampler(capsys, trained_run, tmp_path):
-    for bad, message in (("5", "expected LOW,HIGH (two numbers)"), ("5,0.3", "need 0 <= LOW < HIGH")):
+    for bad, message in (("5", "expected LOW,HIGH (two numbers)"), ("5,0.3", "need 0 <= low < high")):
         with pytest.raises(SystemExit):
             main(["sample", str(trained_run), "--out", str(tmp_path / "s.png"), "--guidance-interval", bad])
         assert message in capsys.readouterr().err

@@ -101,7 +101,7 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     )
     assert interval.sampler["guidance_interval"] == (0.3, 5.0)
     assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g7-gi0.3-5.json").is_file()
-    with pytest.raises(GenlabError, match="guidance_interval needs 0 <= low < high"):
+    with pytest.raises(GenlabError, match="evaluate: guidance_interval: need 0 <= low < high"):
         EvalOptions(guidance_interval=(5, 0.3))
 
 

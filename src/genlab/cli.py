@@ -444,8 +444,8 @@ def _sampler_options(args) -> dict:
     if getattr(args, "temperature", None) is not None and not args.temperature >= 0:
         raise GenlabError(f"--temperature must be 0 or more (1 = the prior itself), got {args.temperature}")
     pairs = (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance_scale", args.guidance),
+             ("guidance_interval", getattr(args, "guidance_interval", None)),
              ("temperature", getattr(args, "temperature", None)))
-    pairs += (("guidance_interval", getattr(args, "guidance_interval", None)),)
     return {key: value for key, value in pairs if value is not None}
 
 
@@ -550,13 +550,16 @@ def _add_sampler_options(parser) -> None:
 
 def _noise_interval(text: str) -> tuple[float, float]:
     """'LOW,HIGH' -> (low, high) with 0 <= low < high."""
+    from genlab.diffusion.samplers import check_noise_interval
+
     try:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers), got {text!r}") from None
-    if not 0 <= low < high:
-        raise argparse.ArgumentTypeError(f"need 0 <= LOW < HIGH, got {text!r}")
-    return low, high
+    try:
+        return check_noise_interval((low, high))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _translate(args) -> int:

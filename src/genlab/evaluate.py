@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from genlab.api import load_run
 from genlab.data.tasks import ImageSplit, Task
+from genlab.diffusion.samplers import check_noise_interval
 from genlab.metrics import suite
 from genlab.metrics.perceptual import load_lpips
 from genlab.models.base import GenerativeModel, cycle_labels
@@ -67,10 +68,10 @@ class EvalOptions:
         if self.temperature is not None and not self.temperature >= 0:
             raise GenlabError(f"evaluate: temperature must be 0 or more, got {self.temperature}")
         if self.guidance_interval is not None:
-            low, high = self.guidance_interval
-            if not 0 <= low < high:
-                raise GenlabError(f"evaluate: guidance_interval needs 0 <= low < high, got {self.guidance_interval}")
-            self.guidance_interval = (float(low), float(high))
+            try:
+                self.guidance_interval = check_noise_interval(self.guidance_interval)
+            except ValueError as error:
+                raise GenlabError(f"evaluate: guidance_interval: {error}") from None
 
     def sampler_options(self) -> dict[str, Any]:
         """The sampling options that were set (passed to the model as keyword arguments)."""

@@ -141,5 +141,5 @@ def test_guidance_interval_from_the_config_is_two_ordered_noise_levels():
     assert config.net.guidance_interval == (0.3, 5.0)
     with pytest.raises(GenlabError, match=r"net.guidance_interval: expected 2 values, got 3"):
         build_run_config("ddpm", "quick", {}, SMALL + ["net.guidance_interval=[0.3,5,7]"])
-    with pytest.raises(GenlabError, match=r"net.guidance_interval: need low < high"):
+    with pytest.raises(GenlabError, match=r"net.guidance_interval: need 0 <= low < high"):
         ddpm(**{"net.guidance_interval": "[5,0.3]"})

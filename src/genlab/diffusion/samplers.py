@@ -218,6 +218,14 @@ def guided_output(
     return unconditional + scale * (conditional - unconditional)
 
 
+def check_noise_interval(interval: Sequence[float]) -> tuple[float, float]:
+    """(low, high) as floats, or a ValueError unless 0 <= low < high (noise levels sigma)."""
+    low, high = (float(value) for value in interval)
+    if not 0 <= low < high:
+        raise ValueError(f"need 0 <= low < high noise levels (sigma), got ({low:g}, {high:g})")
+    return low, high
+
+
 def interval_guidance_scales(
     schedule: NoiseSchedule, levels: Sequence[int], scale: float, sigma_interval: tuple[float, float] | None
 ) -> list[float]:
@@ -233,9 +241,7 @@ def interval_guidance_scales(
     """
     if sigma_interval is None:
         return [scale] * len(levels)
-    low, high = sigma_interval
-    if not 0 <= low < high:
-        raise ValueError(f"guidance interval: need 0 <= low < high noise level (sigma), got ({low}, {high})")
+    low, high = check_noise_interval(sigma_interval)
     scales = []
     for t in levels:
         abar = schedule.alpha_bar(t)
@@ -306,6 +312,7 @@ __all__ = [
     "DDPMSampler",
     "Sampler",
     "StepOutput",
+    "check_noise_interval",
     "evenly_spaced_timesteps",
     "guided_output",
     "interval_guidance_scales",

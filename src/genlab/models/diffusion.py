@@ -19,6 +19,7 @@ from genlab.diffusion.process import diffusion_loss
 from genlab.diffusion.samplers import (
     DDIMSampler,
     DDPMSampler,
+    check_noise_interval,
     evenly_spaced_timesteps,
     interval_guidance_scales,
     sample_loop,
@@ -88,8 +89,11 @@ class DiffusionModel(GenerativeModel):
     inference_channels_last = True
 
     def __init__(self, config: DiffusionConfig, spec) -> None:
-        if config.guidance_interval is not None and not config.guidance_interval[0] < config.guidance_interval[1]:
-            raise GenlabError(f"net.guidance_interval: need low < high noise level, got {config.guidance_interval}")
+        if config.guidance_interval is not None:
+            try:
+                check_noise_interval(config.guidance_interval)
+            except ValueError as error:
+                raise GenlabError(f"net.guidance_interval: {error}") from None
         super().__init__(config, spec)
         self.network = DiffusionUNet(self.unet_config(config, spec))
         self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
