@@ -122,6 +122,22 @@ def test_cddim_translates_with_the_source_as_condition():
     assert not torch.equal(out, other)  # the output depends on the source
 
 
+def test_guidance_is_refused_where_there_are_no_class_labels_to_guide():
+    """cddim (an image condition, no classes) and an unconditional ddpm refuse a guidance scale or interval rather
+    than ignore it; a class-conditional ddpm takes both."""
+    config = build_run_config("cddim", "quick", {}, SMALL)
+    cddim = get_model_class("cddim").build(config.net, TaskSpec("f", "paired", 16, 3, 3))
+    source = torch.rand(1, 3, 16, 16) * 2 - 1
+    for options in ({"guidance_scale": 3.0}, {"guidance_interval": (0.0, 2.9)}):
+        with pytest.raises(GenlabError, match="takes no class labels here"):
+            cddim.translate_batch(source, steps=2, **options)
+        with pytest.raises(GenlabError, match="takes no class labels here"):
+            ddpm(conditional=False).sample(1, steps=2, **options)
+        assert ddpm().sample(1, steps=2, **options).shape == (1, 1, 16, 16)
+    with pytest.raises(GenlabError, match="--guidance, --guidance-interval: model 'cddim'"):
+        cddim.check_sampling_options({"guidance_scale": 2.0, "guidance_interval": (0.0, 1.0)}, flags=True)
+
+
 def test_ddim_is_a_sampler_not_a_family():
     with pytest.raises(GenlabError, match="ddim is a sampler"):
         get_model_class("ddim")

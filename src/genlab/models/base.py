@@ -228,6 +228,15 @@ class GenerativeModel(nn.Module, ABC):
         if given and not self.abilities.sampler_options:
             names = ", ".join(f"--{key.replace('_scale', '').replace('_', '-')}" if flags else key for key in given)
             raise GenlabError(f"{names}: model {self.name!r} has no diffusion sampler; leave them out")
+        guided = [key for key in ("guidance_scale", "guidance_interval") if options.get(key) is not None]
+        if guided and not self.conditional:
+            # Classifier-free guidance mixes the class-conditional and the null-class predictions; without class
+            # labels (cddim, an unconditional ddpm, a task without classes) there is nothing to guide.
+            names = ", ".join(f"--{key.replace('_scale', '').replace('_', '-')}" if flags else key for key in guided)
+            raise GenlabError(
+                f"{names}: model {self.name!r} takes no class labels here, so there is no classifier-free guidance "
+                "to set; leave them out"
+            )
         temperature = options.get("temperature")
         if temperature is not None:
             if not self.abilities.temperature:

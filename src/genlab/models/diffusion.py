@@ -189,6 +189,7 @@ class DiffusionModel(GenerativeModel):
 
         Labels default to cycling through the classes; they are checked against the task's classes.
         """
+        self.check_sampling_options(options)
         guidance = options.pop("guidance_scale", self.config.guidance_scale)
         interval = options.pop("guidance_interval", self.config.guidance_interval)
         cond = self.check_labels(labels, count)
@@ -382,7 +383,7 @@ class ConditionalDDIM(DiffusionModel):
         return batch["target"], batch["source"]
 
     def translate_batch(self, source, generator=None, **options):
-        options.pop("guidance_scale", None)  # an image condition is always used in full
+        self.check_sampling_options(options)  # an image condition is used in full: no guidance to set
         shape = (len(source), self.spec.target_channels, self.spec.image_size, self.spec.image_size)
         return self.generate(shape, source.to(self.device), None, generator, **options)
 

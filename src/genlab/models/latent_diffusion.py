@@ -272,7 +272,7 @@ class LatentDiffusion(DiffusionModel):
 
     def translate_batch(self, source, generator=None, **options):
         self.require("translate")
-        options.pop("guidance_scale", None)
+        self.check_sampling_options(options)  # an image condition is used in full: no guidance to set
         cond = self._source_condition(source.to(self.device))
         return self._decode(self.generate(self._latent_shape(len(source)), cond, None, generator, **options))
 
