@@ -24,10 +24,38 @@ def test_ddpm_training_step_and_ema():
     losses = model.training_step(batch)
     model.end_step()
     assert set(losses) == {"loss", "image_loss"} and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
-    # First EMA update has decay min(0.999, 1/10) = 0.1: the average moves 90% toward the new weights.
-    for average, before, current in zip(model.ema_network.parameters(), ema_before, model.network.parameters()):
-        assert torch.allclose(average, 0.1 * before + 0.9 * current, atol=1e-6)
+    # The first update of the power-function EMA copies the weights; the second has decay (1/2)^(gamma+1).
+    for average, current in zip(model.ema_network.parameters(), model.network.parameters()):
+        assert torch.equal(average, current)
     assert not any(p.requires_grad for p in model.ema_network.parameters())
+    first = [p.clone() for p in model.ema_network.parameters()]
+    model.training_step(batch)
+    model.end_step()
+    decay = 0.5 ** (model.ema_gamma + 1)
+    for average, before, current in zip(model.ema_network.parameters(), first, model.network.parameters()):
+        assert torch.allclose(average, decay * before + (1 - decay) * current, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(ema_before, first))  # the copy moved the average
+
+
+def test_ema_length_sets_the_average_and_an_unreachable_cap_is_reported():
+    assert ddpm().ema_gamma == pytest.approx(8.056, abs=1e-3)  # the default width, 0.09 of the training
+    assert ddpm(**{"net.ema_length": 0.16}).ema_gamma == pytest.approx(3.130, abs=1e-3)
+    with pytest.warns(UserWarning, match=r"net.ema_decay=0.9995 changes nothing in this run.*update 18\d\d\d"):
+        ddpm(**{"net.ema_decay": 0.9995}).check_budget(6000)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ddpm(**{"net.ema_decay": 0.99}).check_budget(6000)  # reached at update ~900: it does cap the average
+        ddpm().check_budget(6000)  # no cap
+        ddpm(**{"net.ema_decay": 0.9995}).check_budget(None)  # a minutes budget: the step count is not known
+    with pytest.raises(GenlabError, match="net.ema_warmup false keeps the decay at net.ema_decay"):
+        ddpm(**{"net.ema_warmup": "false"})
+    fixed = ddpm(**{"net.ema_warmup": "false", "net.ema_decay": 0.5})
+    before = [p.clone() for p in fixed.ema_network.parameters()]
+    fixed.training_step({"image": torch.rand(4, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (4,))})
+    for average, old, current in zip(fixed.ema_network.parameters(), before, fixed.network.parameters()):
+        assert torch.allclose(average, 0.5 * old + 0.5 * current, atol=1e-6)
 
 
 def test_min_snr_gamma_weights_the_training_loss():

@@ -59,6 +59,12 @@ def test_stages_scale_and_frozen_autoencoder():
     assert model.latent_scale > 0
     mu, logvar = model.autoencoder.encode(batch["image"])
     assert all(torch.equal(a, b) for a, b in zip(frozen, model.autoencoder.parameters()))
+    # The weight average starts with the denoiser's training: its first update copies the denoiser, as it would
+    # at step 0, not a decay near 1 from stage one's steps that would keep the random initial weights.
+    assert model.ema_updates == 0
+    assert all(torch.equal(a, b) for a, b in zip(model.ema_network.parameters(), model.network.parameters()))
+    model.end_step()
+    assert model.ema_updates == 1
     samples = model.sample(3, labels=torch.tensor([1, 2, 3]), steps=3)
     assert samples.shape == (3, 1, 16, 16) and samples.abs().max() <= 1
 

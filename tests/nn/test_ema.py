@@ -1,16 +1,20 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 
-from genlab.nn.ema import ema_decay, ema_update
+from genlab.nn.ema import ema_decay, ema_update, first_capped_update, power_ema_decay, power_ema_gamma
 
 
-def test_decay_warms_up_then_caps():
-    assert ema_decay(0, 0.999) == pytest.approx(0.1)
-    assert ema_decay(90, 0.999) == pytest.approx(91 / 100)
-    assert ema_decay(10**7, 0.999) == 0.999
-    assert ema_decay(0, 0.999, warmup=False) == 0.999
+def test_decay_copies_first_then_follows_the_power_function_up_to_the_cap():
+    gamma = power_ema_gamma(0.09)
+    assert ema_decay(0, gamma) == 0.0  # the first update copies the weights
+    assert ema_decay(90, gamma) == pytest.approx((90 / 91) ** (gamma + 1))
+    assert ema_decay(10**7, gamma, cap=0.999) == 0.999
+    first = first_capped_update(gamma, 0.999)
+    assert ema_decay(first, gamma, 0.999) == 0.999 and ema_decay(first - 1, gamma, 0.999) < 0.999
+    assert 8900 < first < 9100  # gamma ~ 8: the decay nears 1 - 9 / n
 
 
 def test_update_matches_the_recurrence():
@@ -24,11 +28,38 @@ def test_update_matches_the_recurrence():
                 p.add_(torch.randn_like(p))
         net(torch.randn(4, 3))  # moves the BN running stats
         history.append([p.clone() for p in net.parameters()])
-        ema_update(average, net, ema_decay(step, 0.9))
+        ema_update(average, net, ema_decay(step, 2.0, cap=0.9))
     expected = start
     for step, params in enumerate(history):
-        decay = ema_decay(step, 0.9)
+        decay = ema_decay(step, 2.0, cap=0.9)
         expected = [decay * e + (1 - decay) * p for e, p in zip(expected, params)]
     for got, want in zip(average.parameters(), expected):
         assert torch.allclose(got, want, atol=1e-6)
     assert torch.equal(average[1].running_mean, net[1].running_mean)
+
+
+@pytest.mark.parametrize("relative_std", [0.03, 0.1, 0.2, 0.28])
+def test_power_ema_gamma_inverts_the_profile_width(relative_std):
+    gamma = power_ema_gamma(relative_std)
+    width = np.sqrt((gamma + 1) / ((gamma + 2) ** 2 * (gamma + 3)))  # EDM2 eq. 3
+    assert width == pytest.approx(relative_std, rel=1e-9)
+    cubic_roots = np.roots([1, 7, 16 - relative_std**-2, 12 - relative_std**-2])  # NumPy's roots, independently
+    assert gamma == pytest.approx(max(root.real for root in cubic_roots if abs(root.imag) < 1e-9), rel=1e-9)
+    for bad in (0.0, -0.1, 0.3):
+        with pytest.raises(ValueError, match="relative std"):
+            power_ema_gamma(bad)
+
+
+@pytest.mark.parametrize("updates", [500, 5000])
+def test_power_ema_averages_with_the_same_relative_width_at_any_length(updates):
+    """Unroll the recursion avg <- d_n avg + (1 - d_n) w_n into the weight each update's parameters get, then
+    measure that profile's std over training time t = (n + 1) / N: the chosen width at 500 and at 5000 updates."""
+    gamma = power_ema_gamma(0.1)
+    decays = np.array([power_ema_decay(n, gamma) for n in range(updates)])
+    assert decays[0] == 0.0  # the first update copies the weights
+    later = np.concatenate([np.cumprod(decays[::-1])[::-1][1:], [1.0]])  # product of the decays after update n
+    weights = (1.0 - decays) * later
+    assert weights.sum() == pytest.approx(1.0)
+    time = np.arange(1, updates + 1) / updates
+    mean = (weights * time).sum()
+    assert np.sqrt((weights * (time - mean) ** 2).sum()) == pytest.approx(0.1, rel=0.02)

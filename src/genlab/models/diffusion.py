@@ -9,6 +9,7 @@ live in `genlab.diffusion` and are handed the network.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ from genlab.nn.diffusion_unet import (
     quick_unet_config,
     seed_unet_config,
 )
-from genlab.nn.ema import ema_decay, ema_update
+from genlab.nn.ema import ema_decay, ema_update, first_capped_update, power_ema_gamma
 from genlab.nn.embeddings import drop_labels
 from genlab.utils import GenlabError, randn
 
@@ -64,9 +65,13 @@ class DiffusionConfig:
     grad_clip: float | None = positive(1.0)
     # Min-SNR-gamma loss weighting (Hang et al. 2023; they use gamma 5): None = DDPM's unweighted L_simple.
     min_snr_gamma: float | None = positive(None)
-    # EMA of the weights, used for sampling. The warm-up min(decay, (1+n)/(10+n)) makes it useful from the
-    # first hundreds of steps; a fixed 0.9999 would stay near the initialisation for a CPU-sized run.
-    ema_decay: float = unit_interval(0.999)
+    # EMA of the weights, used for sampling: the power-function average of EDM2 (Karras et al. 2024), decay
+    # (1 - 1/(n+1))^(gamma+1) at update n, which weighs the weights of training time t by t^gamma. ema_length is
+    # that average's std as a fraction of the training done, so it means the same at every budget (a fixed
+    # 0.9999 would stay near the initialisation for a CPU-sized run). ema_decay caps the decay (None: no cap);
+    # with ema_warmup false the decay is ema_decay from the first update (Ho et al.).
+    ema_length: float = ranged(0.09, 0, 0.28, low_open=True)
+    ema_decay: float | None = unit_interval(None)
     ema_warmup: bool = True
     # Sampling defaults (each can be overridden per call): DDIM-50 is ~20x faster than DDPM-1000.
     sampler: Literal["ddpm", "ddim"] = "ddim"
@@ -95,7 +100,10 @@ class DiffusionModel(GenerativeModel):
             except ValueError as error:
                 raise GenlabError(f"net.guidance_interval: {error}") from None
         super().__init__(config, spec)
+        if not config.ema_warmup and config.ema_decay is None:
+            raise GenlabError("net.ema_warmup false keeps the decay at net.ema_decay from the first step: set one")
         self.network = DiffusionUNet(self.unet_config(config, spec))
+        self.ema_gamma = power_ema_gamma(config.ema_length)
         self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
         optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -171,8 +179,28 @@ class DiffusionModel(GenerativeModel):
                 self.network, self.schedule, x0, cond, self.config.prediction, min_snr_gamma=self.config.min_snr_gamma
             )
         self.optimize(losses["loss"], "network", max_grad_norm=self.config.grad_clip)
-        ema_update(self.ema_network, self.network, ema_decay(self.step, self.config.ema_decay, self.config.ema_warmup))
+        config = self.config
+        decay = ema_decay(self.ema_updates, self.ema_gamma, config.ema_decay) if config.ema_warmup else config.ema_decay
+        ema_update(self.ema_network, self.network, decay)
         return {"loss": losses["loss"].item(), "image_loss": losses["image_loss"].item()}
+
+    @property
+    def ema_updates(self) -> int:
+        """Updates of the weight average before this one: the steps trained so far (ldm: of its diffusion stage)."""
+        return self.step
+
+    def check_budget(self, step_budget: int | None) -> None:
+        config = self.config
+        if step_budget is None or config.ema_decay is None or not config.ema_warmup:
+            return
+        capped_from = first_capped_update(self.ema_gamma, config.ema_decay)
+        if capped_from >= step_budget:
+            warnings.warn(
+                f"net.ema_decay={config.ema_decay:g} changes nothing in this run: the power-function average's decay "
+                f"stays below it until update {capped_from}, after the budget's {step_budget} steps; "
+                f"net.ema_length={config.ema_length:g} alone sets the average's width here",
+                stacklevel=2,
+            )
 
     # --- class conditioning -----------------------------------------------------------------------------------
     @property

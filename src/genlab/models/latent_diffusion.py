@@ -227,6 +227,17 @@ class LatentDiffusion(DiffusionModel):
                 f"net.autoencoder_steps={self.stage_one_steps}; raise the budget, lower net.autoencoder_steps, or "
                 "set it to null (stage one then takes net.autoencoder_fraction of the budget)"
             )
+        if step_budget is not None:
+            stage_one = self.stage_one_steps
+            if stage_one is None:
+                stage_one = round(self.config.autoencoder_fraction * step_budget)
+            super().check_budget(step_budget - stage_one)
+
+    @property
+    def ema_updates(self) -> int:
+        """The weight average starts with the diffusion stage: counting stage one's steps too would start it at a
+        decay near 1, keeping the random initial weights in it."""
+        return self.step - int(self.stage_two_step) if self.stage_two_step >= 0 else 0
 
     # --- training ---------------------------------------------------------------------------------------------
     def training_step(self, batch):

@@ -1,20 +1,60 @@
-"""Exponential moving averages of network weights, with a warm-up so short runs benefit too."""
+"""Exponential moving averages of network weights: the power-function EMA (EDM2), whose width follows the run."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 
-def ema_decay(step: int, max_decay: float, warmup: bool = True) -> float:
-    """Decay for update number `step` (0-based): min(max_decay, (1 + step) / (10 + step)) with warm-up.
+def power_ema_gamma(relative_std: float) -> float:
+    """The exponent gamma of the power-function EMA whose average has a relative standard deviation `relative_std`.
 
-    A fixed 0.9999 keeps the average near the initialisation for ~10k steps, useless on a CPU budget; the
-    warm-up averages over roughly the last 10% of training until the cap is reached.
+    The power-function EMA (Karras et al. 2024, EDM2) with decay (1 - 1/(n+1))^(gamma+1) at update n averages the
+    weights seen so far with density proportional to t^gamma over training time t in [0, T], whatever T is: its
+    width is a fixed fraction of the training done, so one setting suits every budget. The relative std of that
+    density is sqrt((gamma+1) / ((gamma+2)^2 (gamma+3))) (EDM2 eq. 3); this is its inverse, the largest real root
+    of gamma^3 + 7 gamma^2 + (16 - s^-2) gamma + 12 - s^-2. Valid for 0 < relative_std < 12^-0.5 (gamma > 0).
     """
-    if not warmup:
-        return max_decay
-    return min(max_decay, (1.0 + step) / (10.0 + step))
+    if not 0 < relative_std < 12**-0.5:
+        raise ValueError(f"the relative std of an EMA profile lies in (0, {12**-0.5:.4f}), got {relative_std}")
+    inverse_square = relative_std**-2
+    # Newton's method on the cubic from gamma = 1/s (the large-gamma limit, where s ~ 1/gamma): the cubic is
+    # increasing and convex for gamma > 0, so from the right of the root the iterates fall monotonically onto it.
+    gamma = max(1.0 / relative_std, 1.0)
+    for _ in range(100):
+        value = ((gamma + 7.0) * gamma + 16.0 - inverse_square) * gamma + 12.0 - inverse_square
+        slope = (3.0 * gamma + 14.0) * gamma + 16.0 - inverse_square
+        step = value / slope
+        gamma -= step
+        if abs(step) < 1e-12 * max(1.0, gamma):
+            break
+    return gamma
+
+
+def power_ema_decay(step: int, gamma: float) -> float:
+    """Decay of the power-function EMA at update `step` (0-based): (1 - 1/(step+1))^(gamma+1), so update 0 copies
+    the weights and the average keeps its shape (density t^gamma) as training goes on."""
+    return (step / (step + 1.0)) ** (gamma + 1.0)
+
+
+def ema_decay(step: int, gamma: float, cap: float | None = None) -> float:
+    """Decay for update number `step` (0-based): the power-function EMA's (1 - 1/(step+1))^(gamma+1), at most `cap`.
+
+    A fixed 0.9999 keeps the average near the initialisation for ~10k steps, useless on a CPU budget; the power
+    function starts by copying the weights and keeps the average's width a fixed fraction of the training done
+    (`power_ema_gamma`), so it suits a 5-minute run and an 800k-step one alike. A cap makes the average's width
+    fixed in steps once the decay reaches it, at update cap^(1/(gamma+1)) / (1 - cap^(1/(gamma+1))).
+    """
+    decay = power_ema_decay(step, gamma)
+    return decay if cap is None else min(cap, decay)
+
+
+def first_capped_update(gamma: float, cap: float) -> int:
+    """The first update at which `ema_decay(n, gamma, cap)` equals the cap (the power decay reaches it)."""
+    root = cap ** (1.0 / (gamma + 1.0))
+    return math.ceil(root / (1.0 - root)) if root < 1.0 else 0
 
 
 @torch.no_grad()
