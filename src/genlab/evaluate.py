@@ -168,7 +168,7 @@ def evaluate_model(
         step=model.step if step is None else step,
         count=count,
         scores=scores,
-        sampler={**model.sampler_defaults(), **sampler} if model.abilities.sampler_options else sampler,
+        sampler=model.sampler_record(sampler),
         baselines=baselines,
         extra={
             "conditional": model.conditional,

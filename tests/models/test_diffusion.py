@@ -166,6 +166,21 @@ def test_guidance_is_refused_where_there_are_no_class_labels_to_guide():
         cddim.check_sampling_options({"guidance_scale": 2.0, "guidance_interval": (0.0, 1.0)}, flags=True)
 
 
+def test_the_ddpm_sampler_refuses_eta_and_records_the_levels_it_runs():
+    """eta is DDIM's: with the ancestral sampler it would do nothing, so it is refused; and a result records the
+    ddpm sampler with the T levels it runs by default, not the DDIM step count of the config."""
+    model = ddpm(**{"net.eta": 1.0})
+    with pytest.raises(GenlabError, match="--eta: the ddpm sampler takes no eta"):
+        model.check_sampling_options({"sampler": "ddpm", "eta": 0.5}, flags=True)
+    with pytest.raises(GenlabError, match="eta: the ddpm sampler takes no eta"):
+        ddpm(**{"net.sampler": "ddpm"}).sample(1, eta=0.0)
+    model.check_sampling_options({"sampler": "ddim", "eta": 0.5})
+    assert model.sampler_record({"sampler": "ddpm"}) == {"sampler": "ddpm", "steps": 50, "guidance_scale": 7.0,
+                                                         "guidance_interval": (0.0, 2.9)}
+    assert model.sampler_record({"sampler": "ddpm", "steps": 10})["steps"] == 10
+    assert model.sampler_record({})["sampler"] == "ddim" and model.sampler_record({})["eta"] == 1.0
+
+
 def test_ddim_is_a_sampler_not_a_family():
     with pytest.raises(GenlabError, match="ddim is a sampler"):
         get_model_class("ddim")

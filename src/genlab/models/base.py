@@ -271,6 +271,10 @@ class GenerativeModel(nn.Module, ABC):
         """The sampler settings used when none are given (families with `sampler_options` override it)."""
         return {}
 
+    def sampler_record(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The sampler settings a result records: what sampling with the options `given` really runs."""
+        return {**self.sampler_defaults(), **given} if self.abilities.sampler_options else dict(given)
+
     def can(self, action: str) -> bool:
         """Whether this model can `translate`, `sample`, `reverse`, take `labels` or `interpolate`: the family
         declares it, and the task it was built for allows it (a family that does both does one per task)."""

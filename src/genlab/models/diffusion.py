@@ -129,6 +129,22 @@ class DiffusionModel(GenerativeModel):
                 defaults["guidance_interval"] = config.guidance_interval
         return defaults
 
+    def sampler_record(self, given: dict[str, Any]) -> dict[str, Any]:
+        record = super().sampler_record(given)
+        if record.get("sampler") == "ddpm":
+            record.pop("eta", None)  # DDIM's, unused
+            if "steps" not in given:
+                record["steps"] = self.config.timesteps  # the ancestral sampler runs every level by default
+        return record
+
+    def check_sampling_options(self, options: dict[str, Any], flags: bool = False) -> None:
+        super().check_sampling_options(options, flags)
+        sampler = options.get("sampler") or self.config.sampler
+        if options.get("eta") is not None and sampler == "ddpm":
+            # eta is DDIM's noise level; the ancestral DDPM sampler has its own (net.ddpm_variance)
+            name = "--eta" if flags else "eta"
+            raise GenlabError(f"{name}: the ddpm sampler takes no eta (DDIM's); leave it out or sample with ddim")
+
     def sample_from_latents(self, latents, labels=None, **options):
         """Images from given x_T (pixels for ddpm, latents for ldm) with DDIM eta 0 (deterministic), so a walk
         between codes is smooth."""
