@@ -181,6 +181,16 @@ def test_the_ddpm_sampler_refuses_eta_and_records_the_levels_it_runs():
     assert model.sampler_record({})["sampler"] == "ddim" and model.sampler_record({})["eta"] == 1.0
 
 
+def test_guidance_needs_a_null_label_trained_by_label_dropout():
+    with pytest.raises(GenlabError, match="net.guidance_scale=7 needs net.label_dropout > 0"):
+        ddpm(**{"net.label_dropout": 0.0})
+    plain = ddpm(**{"net.label_dropout": 0.0, "net.guidance_scale": 1.0})
+    assert plain.sample(1, steps=2).shape == (1, 1, 16, 16)
+    with pytest.raises(GenlabError, match="--guidance: this run was trained with net.label_dropout=0"):
+        plain.check_sampling_options({"guidance_scale": 3.0}, flags=True)
+    ddpm(conditional=False, **{"net.label_dropout": 0.0})  # no labels: the guidance setting is unused
+
+
 def test_ddim_is_a_sampler_not_a_family():
     with pytest.raises(GenlabError, match="ddim is a sampler"):
         get_model_class("ddim")

@@ -104,6 +104,12 @@ class DiffusionModel(GenerativeModel):
             raise GenlabError("net.ema_warmup false keeps the decay at net.ema_decay from the first step: set one")
         self.network = DiffusionUNet(self.unet_config(config, spec))
         self.ema_gamma = power_ema_gamma(config.ema_length)
+        if self.conditional and config.label_dropout == 0 and config.guidance_scale != 1:
+            raise GenlabError(
+                f"net.guidance_scale={config.guidance_scale:g} needs net.label_dropout > 0: guidance steers away from "
+                "the null label's prediction, which only labels dropped in training teach; set "
+                "net.guidance_scale=1 or a label dropout such as 0.1"
+            )
         self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
         optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -139,6 +145,13 @@ class DiffusionModel(GenerativeModel):
 
     def check_sampling_options(self, options: dict[str, Any], flags: bool = False) -> None:
         super().check_sampling_options(options, flags)
+        guidance = options.get("guidance_scale")
+        if guidance is not None and guidance != 1 and self.conditional and self.config.label_dropout == 0:
+            name = "--guidance" if flags else "guidance_scale"
+            raise GenlabError(
+                f"{name}: this run was trained with net.label_dropout=0, so its null label (what guidance steers "
+                "away from) was never trained; sample with guidance 1"
+            )
         sampler = options.get("sampler") or self.config.sampler
         if options.get("eta") is not None and sampler == "ddpm":
             # eta is DDIM's noise level; the ancestral DDPM sampler has its own (net.ddpm_variance)
