@@ -49,6 +49,8 @@ def test_ema_length_sets_the_average_and_an_unreachable_cap_is_reported():
         ddpm(**{"net.ema_decay": 0.99}).check_budget(6000)  # reached at update ~900: it does cap the average
         ddpm().check_budget(6000)  # no cap
         ddpm(**{"net.ema_decay": 0.9995}).check_budget(None)  # a minutes budget: the step count is not known
+    with pytest.raises(GenlabError, match=r"net.ema_decay: 1.0 is out of range \(allowed: \[0, 1\)\)"):
+        ddpm(**{"net.ema_decay": 1.0})  # a decay of 1 would never move the average
     with pytest.raises(GenlabError, match="net.ema_warmup false keeps the decay at net.ema_decay"):
         ddpm(**{"net.ema_warmup": "false"})
     fixed = ddpm(**{"net.ema_warmup": "false", "net.ema_decay": 0.5})

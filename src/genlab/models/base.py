@@ -58,6 +58,12 @@ class Abilities:
 DIFFUSION_SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance_scale", "guidance_interval")
 
 
+def option_name(key: str, flags: bool) -> str:
+    """A sampling option as an error names it: the keyword (`guidance_scale`) or, with `flags`, the command-line
+    option that sets it (`--guidance`)."""
+    return f"--{key.replace('_scale', '').replace('_', '-')}" if flags else key
+
+
 def linear_decay(progress: float, decay_start: float) -> float:
     """1 until `progress` reaches `decay_start`, then linearly down to 0 at progress 1.
 
@@ -226,13 +232,13 @@ class GenerativeModel(nn.Module, ABC):
         guidance_scale) and the VAE's temperature. `flags` names them as command-line options."""
         given = [key for key in DIFFUSION_SAMPLER_OPTIONS if options.get(key) is not None]
         if given and not self.abilities.sampler_options:
-            names = ", ".join(f"--{key.replace('_scale', '').replace('_', '-')}" if flags else key for key in given)
+            names = ", ".join(option_name(key, flags) for key in given)
             raise GenlabError(f"{names}: model {self.name!r} has no diffusion sampler; leave them out")
         guided = [key for key in ("guidance_scale", "guidance_interval") if options.get(key) is not None]
         if guided and not self.conditional:
             # Classifier-free guidance mixes the class-conditional and the null-class predictions; without class
             # labels (cddim, an unconditional ddpm, a task without classes) there is nothing to guide.
-            names = ", ".join(f"--{key.replace('_scale', '').replace('_', '-')}" if flags else key for key in guided)
+            names = ", ".join(option_name(key, flags) for key in guided)
             raise GenlabError(
                 f"{names}: model {self.name!r} takes no class labels here, so there is no classifier-free guidance "
                 "to set; leave them out"
@@ -240,7 +246,7 @@ class GenerativeModel(nn.Module, ABC):
         temperature = options.get("temperature")
         if temperature is not None:
             if not self.abilities.temperature:
-                name = "--temperature" if flags else "temperature"
+                name = option_name("temperature", flags)
                 raise GenlabError(f"{name}: model {self.name!r} draws no latent code from a prior; leave it out")
             if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
                 raise GenlabError(f"temperature must be a number >= 0 (1 = the prior itself), got {temperature!r}")

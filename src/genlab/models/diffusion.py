@@ -26,7 +26,7 @@ from genlab.diffusion.samplers import (
     sample_loop,
 )
 from genlab.diffusion.schedules import NoiseSchedule
-from genlab.models.base import Abilities, GenerativeModel, linear_decay, register_model
+from genlab.models.base import Abilities, GenerativeModel, linear_decay, option_name, register_model
 from genlab.nn.diffusion_unet import (
     DiffusionUNet,
     DiffusionUNetConfig,
@@ -71,7 +71,7 @@ class DiffusionConfig:
     # 0.9999 would stay near the initialisation for a CPU-sized run). ema_decay caps the decay (None: no cap);
     # with ema_warmup false the decay is ema_decay from the first update (Ho et al.).
     ema_length: float = ranged(0.09, 0, 0.28, low_open=True)
-    ema_decay: float | None = unit_interval(None)
+    ema_decay: float | None = unit_interval(None, high_open=True)  # below 1: a decay of 1 never moves it
     ema_warmup: bool = True
     # Sampling defaults (each can be overridden per call): DDIM-50 is ~20x faster than DDPM-1000.
     sampler: Literal["ddpm", "ddim"] = "ddim"
@@ -104,7 +104,7 @@ class DiffusionModel(GenerativeModel):
             raise GenlabError("net.ema_warmup false keeps the decay at net.ema_decay from the first step: set one")
         self.network = DiffusionUNet(self.unet_config(config, spec))
         self.ema_gamma = power_ema_gamma(config.ema_length)
-        if self.conditional and config.label_dropout == 0 and config.guidance_scale != 1:
+        if self.guides_an_untrained_null_label(config.guidance_scale):
             raise GenlabError(
                 f"net.guidance_scale={config.guidance_scale:g} needs net.label_dropout > 0: guidance steers away from "
                 "the null label's prediction, which only labels dropped in training teach; set "
@@ -145,18 +145,20 @@ class DiffusionModel(GenerativeModel):
 
     def check_sampling_options(self, options: dict[str, Any], flags: bool = False) -> None:
         super().check_sampling_options(options, flags)
-        guidance = options.get("guidance_scale")
-        if guidance is not None and guidance != 1 and self.conditional and self.config.label_dropout == 0:
-            name = "--guidance" if flags else "guidance_scale"
+        if options.get("guidance_scale") is not None and self.guides_an_untrained_null_label(options["guidance_scale"]):
             raise GenlabError(
-                f"{name}: this run was trained with net.label_dropout=0, so its null label (what guidance steers "
-                "away from) was never trained; sample with guidance 1"
+                f"{option_name('guidance_scale', flags)}: this run was trained with net.label_dropout=0, so its null "
+                "label (what guidance steers away from) was never trained; sample with guidance 1"
             )
         sampler = options.get("sampler") or self.config.sampler
         if options.get("eta") is not None and sampler == "ddpm":
             # eta is DDIM's noise level; the ancestral DDPM sampler has its own (net.ddpm_variance)
-            name = "--eta" if flags else "eta"
+            name = option_name("eta", flags)
             raise GenlabError(f"{name}: the ddpm sampler takes no eta (DDIM's); leave it out or sample with ddim")
+
+    def guides_an_untrained_null_label(self, guidance_scale: float) -> bool:
+        """Whether guiding at `guidance_scale` would steer from a null label that no dropped label trained."""
+        return guidance_scale != 1 and self.conditional and self.config.label_dropout == 0
 
     def sample_from_latents(self, latents, labels=None, **options):
         """Images from given x_T (pixels for ddpm, latents for ldm) with DDIM eta 0 (deterministic), so a walk

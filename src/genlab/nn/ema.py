@@ -52,9 +52,9 @@ def ema_decay(step: int, gamma: float, cap: float | None = None) -> float:
 
 
 def first_capped_update(gamma: float, cap: float) -> int:
-    """The first update at which `ema_decay(n, gamma, cap)` equals the cap (the power decay reaches it)."""
+    """The first update at which `ema_decay(n, gamma, cap)` equals the cap (the power decay reaches it); cap < 1."""
     root = cap ** (1.0 / (gamma + 1.0))
-    return math.ceil(root / (1.0 - root)) if root < 1.0 else 0
+    return math.ceil(root / (1.0 - root))
 
 
 @torch.no_grad()
