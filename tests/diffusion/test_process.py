@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from genlab.diffusion.process import (
     diffusion_loss,
+    log_normal_level_probabilities,
     min_snr_weights,
     model_output_to_x0_eps,
     predict_eps_from_v,
@@ -207,3 +209,53 @@ def test_min_snr_loss_is_the_weighted_mean_of_per_sample_errors(schedule):
     plain = diffusion_loss(zeros, schedule, x0, None, "v", torch.Generator().manual_seed(2))
     torch.testing.assert_close(plain["loss"], per_sample.mean())
     assert not torch.allclose(weighted["loss"], plain["loss"])
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_log_normal_level_probabilities_are_the_normal_mass_between_level_midpoints(name):
+    """Checked against SciPy's normal CDF on ln sigma, computed here from the schedule's alpha-bar."""
+    stats = pytest.importorskip("scipy.stats")
+    schedule = NoiseSchedule(name, 1000)
+    probabilities = log_normal_level_probabilities(schedule, -0.5, 1.2)
+    assert probabilities.shape == (1000,) and probabilities.dtype == torch.float64
+    assert probabilities.sum().item() == pytest.approx(1.0, abs=1e-12) and (probabilities >= 0).all()
+    abar = schedule.alphas_cumprod_float64.numpy()
+    log_sigma = 0.5 * np.log((1 - abar) / abar)
+    for t in (0, 37, 250, 600, 999):
+        low = -np.inf if t == 0 else (log_sigma[t - 1] + log_sigma[t]) / 2
+        high = np.inf if t == 999 else (log_sigma[t] + log_sigma[t + 1]) / 2
+        expected = stats.norm.cdf(high, -0.5, 1.2) - stats.norm.cdf(low, -0.5, 1.2)
+        assert probabilities[t].item() == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    # The median level is the one whose sigma is exp(mean): half the training below it, half above.
+    median = int(torch.searchsorted(probabilities.cumsum(0), torch.tensor(0.5, dtype=torch.float64)))
+    assert abs(log_sigma[median] - -0.5) < 0.02
+
+
+def test_log_normal_level_probabilities_refuse_a_non_positive_std(schedule):
+    with pytest.raises(ValueError, match="std of ln sigma must be > 0, got 0"):
+        log_normal_level_probabilities(schedule, 0.0, 0.0)
+
+
+def test_diffusion_loss_draws_its_levels_from_level_probabilities(schedule):
+    seen = []
+
+    def recorder(x_t, t, cond):
+        seen.append(t)
+        return torch.zeros_like(x_t)
+
+    x0 = torch.zeros(20_000, 1, 1, 1)
+    only_seven = torch.zeros(1000)
+    only_seven[7] = 1.0
+    generator = torch.Generator().manual_seed(0)
+    diffusion_loss(recorder, schedule, x0[:64], level_probabilities=only_seven, generator=generator)
+    assert (seen[-1] == 7).all()
+    probabilities = log_normal_level_probabilities(schedule, 0.0, 1.0).float()
+    diffusion_loss(recorder, schedule, x0, level_probabilities=probabilities, generator=generator)
+    counts = torch.bincount(seen[-1], minlength=1000).double()
+    # Levels grouped in 10 bins of 100: each bin's frequency within 5 binomial standard errors of its mass.
+    mass = probabilities.double().view(10, 100).sum(1)
+    frequency = counts.view(10, 100).sum(1) / len(x0)
+    standard_error = (mass * (1 - mass) / len(x0)).sqrt()
+    assert ((frequency - mass).abs() <= 5 * standard_error + 1e-9).all()
+    # ln sigma ~ N(0, 1) puts about a quarter of the levels (t < 259 on this schedule: sigma <= 1) at half the mass.
+    assert mass[:3].sum().item() > 0.5

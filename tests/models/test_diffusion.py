@@ -73,6 +73,34 @@ def test_min_snr_gamma_weights_the_training_loss():
     assert 0 < losses[5.0] < losses[None]
 
 
+def test_log_sigma_normal_sets_the_levels_trained_on(monkeypatch):
+    """The model hands its log-normal level distribution to the loss (None without the setting) and trains."""
+    import genlab.models.diffusion as diffusion_module
+    from genlab.diffusion.process import log_normal_level_probabilities
+
+    handed, loss = [], diffusion_module.diffusion_loss
+
+    def recording_loss(*args, level_probabilities=None, **kwargs):
+        handed.append(level_probabilities)
+        return loss(*args, level_probabilities=level_probabilities, **kwargs)
+
+    monkeypatch.setattr(diffusion_module, "diffusion_loss", recording_loss)
+    batch = {"image": torch.rand(8, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (8,))}
+    torch.manual_seed(0)
+    plain, log_normal = ddpm(), ddpm(**{"net.log_sigma_normal": "[-3,0.5]"})
+    losses = [model.training_step(batch)["loss"] for model in (plain, log_normal)]
+    assert log_normal.config.log_sigma_normal == (-3.0, 0.5)
+    assert handed[0] is None
+    expected = log_normal_level_probabilities(log_normal.schedule, -3.0, 0.5).float()
+    torch.testing.assert_close(handed[1], expected)
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in losses)
+
+
+def test_log_sigma_normal_refuses_a_non_positive_std():
+    with pytest.raises(GenlabError, match=r"net.log_sigma_normal: its std \(the second value\) must be > 0, got -1"):
+        ddpm(**{"net.log_sigma_normal": "[0,-1]"})
+
+
 def test_label_dropout_uses_the_null_label():
     model = ddpm(**{"net.label_dropout": 0.5})
     torch.manual_seed(0)

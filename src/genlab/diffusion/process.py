@@ -149,6 +149,24 @@ def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, pred
     return (clipped / divisor).float().to(t.device)
 
 
+def log_normal_level_probabilities(schedule: NoiseSchedule, mean: float, std: float) -> torch.Tensor:
+    """P(t) for t in 0..T-1 (float64, sums to 1) when ln sigma ~ N(mean, std^2), sigma = sqrt((1 - abar) / abar).
+
+    EDM's training distribution of noise levels (Karras et al. 2022, sec. 5: ln sigma ~ N(-1.2, 1.2^2) for data
+    of std 0.5) put on a discrete schedule: level t takes the normal's mass between the midpoints (in ln sigma)
+    to its neighbours, the first and last levels the two tails. Uniform t spends a third of the training on
+    sigma > 10, where the image is nearly pure noise; this spends it around sigma = exp(mean).
+    """
+    if not std > 0:
+        raise ValueError(f"the std of ln sigma must be > 0, got {std}")
+    abar = schedule.alphas_cumprod_float64
+    log_sigma = 0.5 * torch.log((1.0 - abar) / abar)  # (T,), increasing in t
+    edges = (log_sigma[1:] + log_sigma[:-1]) / 2  # (T - 1,)
+    cdf = torch.special.ndtr((edges - mean) / std)
+    zero, one = cdf.new_zeros(1), cdf.new_ones(1)
+    return torch.diff(torch.cat([zero, cdf, one]))  # (T,)
+
+
 def diffusion_loss(
     network: Network,
     schedule: NoiseSchedule,
@@ -157,19 +175,25 @@ def diffusion_loss(
     prediction: Prediction = "eps",
     generator: torch.Generator | None = None,
     min_snr_gamma: float | None = None,
+    level_probabilities: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """L_simple (DDPM eq. 14; seed 001 eq. 25, seed 000 eq. 10) for one batch x0 (B, C, H, W) in [-1, 1].
 
-    t ~ U{0..T-1} and eps ~ N(0, I) are drawn from `generator`; the network sees x_t = q_sample(x0, t, eps) and
-    its output is regressed (MSE, averaged over every element) on the target of `prediction`. With
-    `min_snr_gamma`, each sample's MSE is weighted by `min_snr_weights` before the batch mean.
+    t ~ U{0..T-1} (or ~ `level_probabilities` (T,), e.g. `log_normal_level_probabilities`) and eps ~ N(0, I)
+    are drawn from `generator`; the network sees x_t = q_sample(x0, t, eps) and its output is regressed (MSE,
+    averaged over every element) on the target of `prediction`. With `min_snr_gamma`, each sample's MSE is
+    weighted by `min_snr_weights` before the batch mean.
 
     Returns `loss` (scalar, differentiable) and `image_loss` (detached): the seed's mean absolute error between
     x0 and the x0 reconstructed from the network output, logged to see what the denoiser actually recovers.
     """
     batch = x0.shape[0]
     device = generator.device if generator is not None else x0.device
-    t = torch.randint(0, schedule.num_timesteps, (batch,), generator=generator, device=device).to(x0.device)  # (B,)
+    if level_probabilities is None:
+        t = torch.randint(0, schedule.num_timesteps, (batch,), generator=generator, device=device)  # (B,)
+    else:
+        t = torch.multinomial(level_probabilities.to(device), batch, replacement=True, generator=generator)
+    t = t.to(x0.device)
     noise = randn_like_with(x0, generator)  # (B, C, H, W)
     x_t = q_sample(schedule, x0, t, noise)
     output = network(x_t, t, cond)  # (B, C, H, W)

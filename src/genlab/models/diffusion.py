@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from genlab.config import non_negative, positive, ranged, unit_interval
-from genlab.diffusion.process import diffusion_loss
+from genlab.diffusion.process import diffusion_loss, log_normal_level_probabilities
 from genlab.diffusion.samplers import (
     DDIMSampler,
     DDPMSampler,
@@ -65,6 +65,10 @@ class DiffusionConfig:
     grad_clip: float | None = positive(1.0)
     # Min-SNR-gamma loss weighting (Hang et al. 2023; they use gamma 5): None = DDPM's unweighted L_simple.
     min_snr_gamma: float | None = positive(None)
+    # The noise levels trained on: None = t uniform over the T levels (DDPM); (mean, std) = ln sigma ~ N(mean,
+    # std^2) put on the T levels (EDM's log-normal, Karras et al. 2022: (-1.2, 1.2) for data of std 0.5); the
+    # std must also be > 0.
+    log_sigma_normal: tuple[float, float] | None = ranged(None, -10, 10)
     # EMA of the weights, used for sampling: the power-function average of EDM2 (Karras et al. 2024), decay
     # (1 - 1/(n+1))^(gamma+1) at update n, which weighs the weights of training time t by t^gamma. ema_length is
     # that average's std as a fraction of the training done, so it means the same at every budget (a fixed
@@ -112,6 +116,12 @@ class DiffusionModel(GenerativeModel):
             )
         self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
+        self.level_probabilities = None
+        if config.log_sigma_normal is not None:
+            mean, std = config.log_sigma_normal
+            if not std > 0:
+                raise GenlabError(f"net.log_sigma_normal: its std (the second value) must be > 0, got {std:g}")
+            self.level_probabilities = log_normal_level_probabilities(self.schedule, mean, std).float()
         optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         optimizer = optimizer_class(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.optimizers = {"network": optimizer}
@@ -207,7 +217,13 @@ class DiffusionModel(GenerativeModel):
         x0, cond = self.inputs(batch)
         with self.autocast():
             losses = diffusion_loss(
-                self.network, self.schedule, x0, cond, self.config.prediction, min_snr_gamma=self.config.min_snr_gamma
+                self.network,
+                self.schedule,
+                x0,
+                cond,
+                self.config.prediction,
+                min_snr_gamma=self.config.min_snr_gamma,
+                level_probabilities=self.level_probabilities,
             )
         self.optimize(losses["loss"], "network", max_grad_norm=self.config.grad_clip)
         config = self.config
