@@ -67,7 +67,8 @@ class DiffusionConfig:
     min_snr_gamma: float | None = positive(None)
     # The noise levels trained on: None = t uniform over the T levels (DDPM); (mean, std) = ln sigma ~ N(mean,
     # std^2) put on the T levels (EDM's log-normal, Karras et al. 2022: (-1.2, 1.2) for data of std 0.5); the
-    # std must also be > 0.
+    # std must also be > 0. On the ddpm quick preset, (0, 1.5) lifted the worst class on 2 seeds (89% vs 78%
+    # and 84%) but the domain FID went both ways (7.09 vs 5.99, 7.61 vs 7.96): off by default (README).
     log_sigma_normal: tuple[float, float] | None = ranged(None, -10, 10)
     # EMA of the weights, used for sampling: the power-function average of EDM2 (Karras et al. 2024), decay
     # (1 - 1/(n+1))^(gamma+1) at update n, which weighs the weights of training time t by t^gamma. ema_length is
