@@ -97,7 +97,8 @@ def test_log_sigma_normal_sets_the_levels_trained_on(monkeypatch):
 
 
 def test_log_sigma_normal_refuses_a_non_positive_std():
-    with pytest.raises(GenlabError, match=r"net.log_sigma_normal: its std \(the second value\) must be > 0, got -1"):
+    message = r"net.log_sigma_normal: the std of ln sigma must be > 0, got -1 \(its second value\)"
+    with pytest.raises(GenlabError, match=message):
         ddpm(**{"net.log_sigma_normal": "[0,-1]"})
 
 

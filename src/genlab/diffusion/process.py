@@ -158,7 +158,7 @@ def log_normal_level_probabilities(schedule: NoiseSchedule, mean: float, std: fl
     sigma > 10, where the image is nearly pure noise; this spends it around sigma = exp(mean).
     """
     if not std > 0:
-        raise ValueError(f"the std of ln sigma must be > 0, got {std}")
+        raise ValueError(f"the std of ln sigma must be > 0, got {std:g}")
     abar = schedule.alphas_cumprod_float64
     log_sigma = 0.5 * torch.log((1.0 - abar) / abar)  # (T,), increasing in t
     edges = (log_sigma[1:] + log_sigma[:-1]) / 2  # (T - 1,)

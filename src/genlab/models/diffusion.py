@@ -119,10 +119,11 @@ class DiffusionModel(GenerativeModel):
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
         self.level_probabilities = None
         if config.log_sigma_normal is not None:
-            mean, std = config.log_sigma_normal
-            if not std > 0:
-                raise GenlabError(f"net.log_sigma_normal: its std (the second value) must be > 0, got {std:g}")
-            self.level_probabilities = log_normal_level_probabilities(self.schedule, mean, std).float()
+            try:
+                self.level_probabilities = log_normal_level_probabilities(self.schedule, *config.log_sigma_normal)
+            except ValueError as error:
+                raise GenlabError(f"net.log_sigma_normal: {error} (its second value)") from None
+            self.level_probabilities = self.level_probabilities.float()
         optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         optimizer = optimizer_class(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.optimizers = {"network": optimizer}
