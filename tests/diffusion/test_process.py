@@ -19,6 +19,7 @@ from genlab.diffusion.process import (
     prediction_target,
     q_posterior,
     q_sample,
+    self_conditioned_input,
 )
 from genlab.diffusion.schedules import NoiseSchedule, cosine_alphas_cumprod, schedule_alphas_cumprod
 
@@ -259,3 +260,51 @@ def test_diffusion_loss_draws_its_levels_from_level_probabilities(schedule):
     assert ((frequency - mass).abs() <= 5 * standard_error + 1e-9).all()
     # ln sigma ~ N(0, 1) gives the first 300 of the 1000 levels (sigma up to about 1.2 here) over half the mass.
     assert mass[:3].sum().item() > 0.5
+
+
+def test_self_conditioning_trains_half_the_batches_on_a_gradient_free_first_estimate(schedule):
+    """Each call draws one coin: on heads the network first reads x_t beside zeros with gradients off, then x_t
+    beside that pass's clamped x0 estimate; on tails only x_t beside zeros. Only the last pass carries gradients."""
+    calls: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
+
+    def recorder(network_input, t, cond):
+        calls.append((network_input.clone(), t.clone(), torch.is_grad_enabled()))
+        x_t = network_input[:, :1]
+        return 3.0 * x_t + 0.01 * t.float().reshape(-1, 1, 1, 1)  # an eps guess whose x0 leaves [-1, 1]
+
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(8, 1, 4, 4) * 2 - 1
+    passes = []
+    for _ in range(400):
+        calls.clear()
+        diffusion_loss(recorder, schedule, x0, generator=generator, self_condition=True)
+        passes.append(len(calls))
+        *first, last = calls
+        assert last[0].shape == (8, 2, 4, 4) and last[2]  # x_t and its estimate; the gradient pass
+        if first:
+            (first_input, t, grad_enabled), = first
+            assert not grad_enabled and torch.equal(first_input[:, 1:], torch.zeros(8, 1, 4, 4))
+            x_t = first_input[:, :1]
+            eps = 3.0 * x_t + 0.01 * t.float().reshape(-1, 1, 1, 1)
+            expected = predict_x0_from_eps(schedule, x_t, t, eps).clamp(-1, 1)
+            torch.testing.assert_close(last[0][:, 1:], expected)
+            assert torch.equal(last[0][:, :1], x_t) and expected.abs().max() == 1.0  # the clamp acted
+        else:
+            assert torch.equal(last[0][:, 1:], torch.zeros(8, 1, 4, 4))
+    heads = passes.count(2)
+    assert set(passes) == {1, 2} and abs(heads - 200) <= 5 * 10  # Binomial(400, 1/2): std 10
+    torch.testing.assert_close(self_conditioned_input(x0, -x0), torch.cat([x0, -x0], dim=1))
+
+
+def test_self_conditioning_off_leaves_the_draws_and_the_network_input_unchanged(schedule):
+    seen = []
+
+    def recorder(x_t, t, cond):
+        seen.append((x_t.clone(), t.clone()))
+        return torch.zeros_like(x_t)
+
+    x0 = torch.rand(4, 1, 4, 4)
+    diffusion_loss(recorder, schedule, x0, generator=torch.Generator().manual_seed(3))
+    diffusion_loss(recorder, schedule, x0, generator=torch.Generator().manual_seed(3), self_condition=False)
+    assert seen[0][0].shape == (4, 1, 4, 4)
+    assert torch.equal(seen[0][0], seen[1][0]) and torch.equal(seen[0][1], seen[1][1])

@@ -336,3 +336,36 @@ def test_sample_loop_with_per_level_scales_guides_only_those_levels(schedule):
     torch.testing.assert_close(got, x)
     with pytest.raises(ValueError, match="3 guidance scales for 4"):
         sample_loop(model, sampler, levels, x_T, cond=cond, null_cond=null_cond, guidance_scale=scales[:3])
+
+
+def test_self_conditioned_sampling_feeds_each_step_the_previous_clean_estimate(schedule):
+    """The network reads x_t beside zeros at the first level and beside the previous step's pred_x0 after;
+    under guidance both halves of the batched forward carry the same estimate."""
+    inputs, estimates = [], []
+
+    def model(network_input, t, cond):
+        inputs.append(network_input.clone())
+        x_t, estimate = network_input.chunk(2, dim=1)
+        return 0.5 * x_t + 0.25 * estimate + 0.001 * t.float().reshape(-1, 1, 1, 1)
+
+    x_T = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    cond, null_cond = torch.tensor([1, 2]), torch.full((2,), 10)
+    levels = evenly_spaced_timesteps(1000, 6)
+    result = sample_loop(
+        model, DDIMSampler(schedule, eta=1.0), levels, x_T, cond, generator=torch.Generator().manual_seed(1),
+        guidance_scale=3.0, null_cond=null_cond, callback=lambda t, out: estimates.append(out.pred_x0),
+        self_condition=True,
+    )
+    assert len(inputs) == 6 and all(batch.shape == (4, 2, 4, 4) for batch in inputs)
+    assert torch.equal(inputs[0][:, 1:], torch.zeros(4, 1, 4, 4))
+    for index in range(1, 6):
+        conditional_half, unconditional_half = inputs[index][:, 1:].chunk(2)
+        torch.testing.assert_close(conditional_half, estimates[index - 1])
+        torch.testing.assert_close(unconditional_half, estimates[index - 1])
+    assert result.shape == (2, 1, 4, 4) and torch.isfinite(result).all()
+    # The estimate changes what the network predicts, so self-conditioning changes the samples.
+    plain = sample_loop(
+        lambda x, t, c: model(torch.cat([x, torch.zeros_like(x)], dim=1), t, c), DDIMSampler(schedule, eta=1.0),
+        levels, x_T, cond, generator=torch.Generator().manual_seed(1), guidance_scale=3.0, null_cond=null_cond,
+    )
+    assert not torch.allclose(plain, result)

@@ -102,6 +102,28 @@ def test_log_sigma_normal_refuses_a_non_positive_std():
         ddpm(**{"net.log_sigma_normal": "[0,-1]"})
 
 
+def test_self_condition_doubles_the_denoiser_input_and_trains_and_samples():
+    """net.self_condition gives the U-Net x_t and its clean estimate (2 channels for 1), and both the loss and
+    the sampler feed it that way (a 1-channel input would not fit its first convolution)."""
+    torch.manual_seed(0)
+    plain, conditioned = ddpm(), ddpm(**{"net.self_condition": "true"})
+    assert (plain.network.config.in_channels, conditioned.network.config.in_channels) == (1, 2)
+    assert conditioned.network.config.out_channels == 1
+    batch = {"image": torch.rand(8, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (8,))}
+    for _ in range(3):
+        losses = conditioned.training_step(batch)
+        conditioned.end_step()
+        assert all(torch.isfinite(torch.tensor(value)) for value in losses.values())
+    samples = conditioned.sample(4, generator=torch.Generator().manual_seed(0), steps=3)
+    assert samples.shape == (4, 1, 16, 16) and torch.isfinite(samples).all()
+    config = build_run_config("cddim", "quick", {}, SMALL + ["net.self_condition=true"])
+    cddim = get_model_class("cddim").build(config.net, TaskSpec("f", "paired", 16, 3, 3))
+    assert cddim.network.config.in_channels == 6 and cddim.network.config.cond_channels == 3
+    cddim.training_step({"source": torch.rand(2, 3, 16, 16) * 2 - 1, "target": torch.rand(2, 3, 16, 16) * 2 - 1})
+    output = cddim.translate_batch(torch.rand(2, 3, 16, 16) * 2 - 1, steps=2)
+    assert output.shape == (2, 3, 16, 16) and torch.isfinite(output).all()
+
+
 def test_label_dropout_uses_the_null_label():
     model = ddpm(**{"net.label_dropout": 0.5})
     torch.manual_seed(0)

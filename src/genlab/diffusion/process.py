@@ -167,6 +167,12 @@ def log_normal_level_probabilities(schedule: NoiseSchedule, mean: float, std: fl
     return torch.diff(torch.cat([zero, cdf, one]))  # (T,)
 
 
+def self_conditioned_input(x_t: torch.Tensor, x0_estimate: torch.Tensor) -> torch.Tensor:
+    """What a self-conditioned denoiser reads: x_t (B, C, H, W) with its clean-image estimate beside it,
+    (B, 2C, H, W); the estimate is zeros where there is none yet (training's first pass, sampling's first step)."""
+    return torch.cat([x_t, x0_estimate.to(x_t.dtype)], dim=1)
+
+
 def diffusion_loss(
     network: Network,
     schedule: NoiseSchedule,
@@ -176,13 +182,16 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     min_snr_gamma: float | None = None,
     level_probabilities: torch.Tensor | None = None,
+    self_condition: bool = False,
 ) -> dict[str, torch.Tensor]:
     """L_simple (DDPM eq. 14; seed 001 eq. 25, seed 000 eq. 10) for one batch x0 (B, C, H, W) in [-1, 1].
 
     t ~ U{0..T-1} (or ~ `level_probabilities` (T,), e.g. `log_normal_level_probabilities`) and eps ~ N(0, I)
     are drawn from `generator`; the network sees x_t = q_sample(x0, t, eps) and its output is regressed (MSE,
     averaged over every element) on the target of `prediction`. With `min_snr_gamma`, each sample's MSE is
-    weighted by `min_snr_weights` before the batch mean.
+    weighted by `min_snr_weights` before the batch mean. With `self_condition` the network takes x_t with a
+    clean-image estimate concatenated (`self_conditioned_input`): zeros, or on half the batches (a coin from
+    `generator`) the clamped x0 of a first, gradient-free pass on zeros (Chen et al. 2023, "Analog Bits", sec. 3).
 
     Returns `loss` (scalar, differentiable) and `image_loss` (detached): the seed's mean absolute error between
     x0 and the x0 reconstructed from the network output, logged to see what the denoiser actually recovers.
@@ -196,7 +205,15 @@ def diffusion_loss(
     t = t.to(x0.device)
     noise = randn_like_with(x0, generator)  # (B, C, H, W)
     x_t = q_sample(schedule, x0, t, noise)
-    output = network(x_t, t, cond)  # (B, C, H, W)
+    if self_condition:
+        x0_estimate = torch.zeros_like(x_t)
+        if torch.rand(1, generator=generator, device=device).item() < 0.5:
+            with torch.no_grad():
+                first = network(self_conditioned_input(x_t, x0_estimate), t, cond)
+                x0_estimate = model_output_to_x0_eps(schedule, first.float(), x_t, t, prediction)[0].clamp(-1, 1)
+        output = network(self_conditioned_input(x_t, x0_estimate), t, cond)  # (B, C, H, W)
+    else:
+        output = network(x_t, t, cond)  # (B, C, H, W)
     target = prediction_target(schedule, x0, t, noise, prediction)
     if min_snr_gamma is None:
         loss = F.mse_loss(output.float(), target.float())

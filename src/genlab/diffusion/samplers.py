@@ -30,6 +30,7 @@ from genlab.diffusion.process import (
     model_output_to_x0_eps,
     predict_eps_from_x0,
     randn_like_with,
+    self_conditioned_input,
 )
 from genlab.diffusion.schedules import NoiseSchedule, posterior_coefficients
 
@@ -262,6 +263,7 @@ def sample_loop(
     null_cond: torch.Tensor | None = None,
     prediction: Prediction = "eps",
     callback: Callable[[int, StepOutput], None] | None = None,
+    self_condition: bool = False,
 ) -> torch.Tensor:
     """Run `sampler` from x_T (B, C, H, W) through the descending `timesteps` down to the data; returns x0.
 
@@ -269,6 +271,8 @@ def sample_loop(
     tensor. Noise is drawn from `generator` (for a seed per sample, give each sample its own call).
     `guidance_scale` is one scale, or one per level (`interval_guidance_scales`).
     `callback(t, step_output)` sees every intermediate step (for trajectories or progress images).
+    With `self_condition` the network reads x_t beside the previous step's clean-image estimate (zeros at the
+    first step), as `diffusion_loss(self_condition=True)` trained it.
     """
     levels = [int(t) for t in timesteps]
     if any(later >= earlier for earlier, later in zip(levels, levels[1:], strict=False)):
@@ -277,14 +281,18 @@ def sample_loop(
     if len(scales) != len(levels):
         raise ValueError(f"{len(scales)} guidance scales for {len(levels)} sampling levels")
     x = x_T
+    x0_estimate = torch.zeros_like(x_T) if self_condition else None
     for index, t in enumerate(tqdm(levels, desc="sampling", disable=not progress, leave=False)):
         t_prev = levels[index + 1] if index + 1 < len(levels) else -1
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)  # (B,)
-        model_output = guided_output(model_fn, x, t_batch, cond, null_cond, scales[index])
+        network_input = x if x0_estimate is None else self_conditioned_input(x, x0_estimate)
+        model_output = guided_output(model_fn, network_input, t_batch, cond, null_cond, scales[index])
         output = sampler.step(model_output, t, t_prev, x, generator=generator, prediction=prediction)
         if callback is not None:
             callback(t, output)
         x = output.prev_sample
+        if x0_estimate is not None:
+            x0_estimate = output.pred_x0
     return x
 
 
