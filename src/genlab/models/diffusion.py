@@ -68,7 +68,8 @@ class DiffusionConfig:
     # The noise levels trained on: None = t uniform over the T levels (DDPM); (mean, std) = ln sigma ~ N(mean,
     # std^2) put on the T levels (EDM's log-normal, Karras et al. 2022: (-1.2, 1.2) for data of std 0.5); the
     # std must also be > 0. On the ddpm quick preset, (0, 1.5) lifted the worst class on 2 seeds (89% vs 78%
-    # and 84%) but the domain FID went both ways (7.09 vs 5.99, 7.61 vs 7.96): off by default (README).
+    # and 84%) and (1, 1.5) on 3 (86/90/83% vs 78/84/72%), but the domain FID went both ways for each (1, 1.5:
+    # 6.17/6.33/7.65 vs 5.99/7.96/6.82): off by default (README).
     log_sigma_normal: tuple[float, float] | None = ranged(None, -10, 10)
     # Self-conditioning (Chen et al. 2023, "Analog Bits"): the denoiser also reads its own clean-image estimate,
     # from a gradient-free first pass on half the training batches and from the previous step when sampling.
