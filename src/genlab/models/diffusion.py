@@ -73,7 +73,8 @@ class DiffusionConfig:
     log_sigma_normal: tuple[float, float] | None = ranged(None, -10, 10)
     # Self-conditioning (Chen et al. 2023, "Analog Bits"): the denoiser also reads its own clean-image estimate,
     # from a gradient-free first pass on half the training batches and from the previous step when sampling.
-    # Costs about a sixth more per training step (half the steps run one more forward pass).
+    # Half the steps run one more forward pass: 1.14x the step time on the ddpm quick preset, where it tied the
+    # preset on seed 0 (README, "DDPM: self-conditioning"): off by default.
     self_condition: bool = False
     # EMA of the weights, used for sampling: the power-function average of EDM2 (Karras et al. 2024), decay
     # (1 - 1/(n+1))^(gamma+1) at update n, which weighs the weights of training time t by t^gamma. ema_length is
