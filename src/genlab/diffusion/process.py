@@ -205,15 +205,15 @@ def diffusion_loss(
     t = t.to(x0.device)
     noise = randn_like_with(x0, generator)  # (B, C, H, W)
     x_t = q_sample(schedule, x0, t, noise)
+    network_input = x_t
     if self_condition:
         x0_estimate = torch.zeros_like(x_t)
         if torch.rand(1, generator=generator, device=device).item() < 0.5:
             with torch.no_grad():
                 first = network(self_conditioned_input(x_t, x0_estimate), t, cond)
                 x0_estimate = model_output_to_x0_eps(schedule, first.float(), x_t, t, prediction)[0].clamp(-1, 1)
-        output = network(self_conditioned_input(x_t, x0_estimate), t, cond)  # (B, C, H, W)
-    else:
-        output = network(x_t, t, cond)  # (B, C, H, W)
+        network_input = self_conditioned_input(x_t, x0_estimate)  # (B, 2C, H, W)
+    output = network(network_input, t, cond)  # (B, C, H, W)
     target = prediction_target(schedule, x0, t, noise, prediction)
     if min_snr_gamma is None:
         loss = F.mse_loss(output.float(), target.float())

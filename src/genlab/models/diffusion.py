@@ -127,10 +127,10 @@ class DiffusionModel(GenerativeModel):
         self.level_probabilities = None
         if config.log_sigma_normal is not None:
             try:
-                self.level_probabilities = log_normal_level_probabilities(self.schedule, *config.log_sigma_normal)
+                levels = log_normal_level_probabilities(self.schedule, *config.log_sigma_normal)
             except ValueError as error:
                 raise GenlabError(f"net.log_sigma_normal: {error} (its second value)") from None
-            self.level_probabilities = self.level_probabilities.float()
+            self.level_probabilities = levels.float()
         optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         optimizer = optimizer_class(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.optimizers = {"network": optimizer}
