@@ -81,6 +81,19 @@ def test_translation_ldm_decodes_to_image_size():
         model.sample(2)
 
 
+def test_self_conditioned_ldm_denoiser_reads_latents_beside_their_estimate():
+    plain, model = ldm(LABELLED), ldm(LABELLED, "net.self_condition=true")
+    assert model.network.config.in_channels == 2 * plain.network.config.in_channels
+    assert model.network.config.out_channels == plain.network.config.out_channels
+    batch = {"image": torch.rand(4, 1, 16, 16) * 2 - 1, "label": torch.randint(0, 10, (4,))}
+    for _ in range(4):  # two autoencoder steps, then the denoiser's
+        losses = model.training_step(batch)
+        model.end_step()
+    assert set(losses) == {"loss", "image_loss"} and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    samples = model.sample(2, labels=torch.tensor([1, 2]), steps=3)
+    assert samples.shape == (2, 1, 16, 16) and torch.isfinite(samples).all()
+
+
 def test_sampling_before_stage_two_is_a_clear_error():
     with pytest.raises(GenlabError, match="not reached its diffusion stage"):
         ldm(LABELLED).sample(1, steps=2)
