@@ -122,6 +122,24 @@ def test_translate_accepts_pil_single_tensor_and_batch():
     assert torch.equal(model.translate(grey.expand(2, -1, -1, -1))[0], model.translate(grey))
 
 
+def test_quick_preset_translates_each_image_as_it_would_alone():
+    """The quick preset's batch norm is scored in eval mode: an output depends on its own input only, through the
+    running statistics training gathered, not on the other images of the batch."""
+    torch.manual_seed(0)
+    model = _model()
+    norms = [m for m in model.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms, "the quick preset's generator uses batch norm"
+    batch = {"source": torch.rand(4, 3, 32, 32) * 2 - 1, "target": torch.rand(4, 3, 32, 32) * 2 - 1}
+    for _ in range(2):
+        model.training_step(batch)
+    assert any(not torch.equal(norm.running_var, torch.ones_like(norm.running_var)) for norm in norms)
+    sources = torch.rand(3, 3, 32, 32) * 2 - 1
+    together = model.translate_batch(sources)
+    alone = torch.cat([model.translate_batch(source[None]) for source in sources])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+    assert model.generator.training  # translating left training mode as it was
+
+
 def test_pix2pix_refuses_unpaired_tasks():
     config = build_run_config("pix2pix").net
     with pytest.raises(GenlabError, match="does not support labelled tasks"):

@@ -20,9 +20,9 @@ RANK_SCRIPT = textwrap.dedent(
     from genlab.runs import build_run_config
     from genlab.train.trainer import train
 
-    run_dir, steps, dumps = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    run_dir, steps, dumps, norm = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     overrides = ["net.width=4", "net.dropout=0.0", "train.checkpoint_every=2", "train.sample_every=2",
-                 "train.log_every=1", "train.device=cpu"]
+                 "train.log_every=1", "train.device=cpu", f"net.norm={norm}"]
     config = build_run_config("pix2pix", "quick", {"data.image_size": 16, "train.batch_size": 2}, overrides)
     config.train.steps = steps
     result = train(config, run_dir, progress=False)
@@ -34,8 +34,10 @@ RANK_SCRIPT = textwrap.dedent(
 def _single_process_config(steps: int):
     from genlab.runs import build_run_config
 
+    # Instance norm: each rank's BatchNorm would normalise over its own shard (as under DDP without SyncBatchNorm),
+    # so only a batch-independent norm makes 2 processes compute what 1 process computes on the whole batch.
     overrides = ["net.width=4", "net.dropout=0.0", "train.checkpoint_every=2", "train.sample_every=2",
-                 "train.log_every=1", "train.device=cpu"]
+                 "train.log_every=1", "train.device=cpu", "net.norm=instance"]
     config = build_run_config("pix2pix", "quick", {"data.image_size": 16, "train.batch_size": 2}, overrides)
     config.train.steps = steps
     return config
@@ -50,21 +52,26 @@ def test_shards_of_a_global_batch_are_its_rows_in_order():
         Distributed(torch.device("cpu"), 0, 3).local_batch_size(4)
 
 
-def test_two_processes_keep_identical_weights_write_once_and_resume_in_one(tmp_path):
-    from genlab.checkpoint import load_checkpoint
-    from genlab.train.trainer import train
-
+def _train_in_two_processes(tmp_path, norm: str, steps: int = 2) -> tuple[dict, dict]:
+    """Train the tiny pix2pix with torchrun on 2 CPU processes; the state_dict each rank ended with."""
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     run_dir, dumps = tmp_path / "run", tmp_path / "dumps"
     dumps.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), str(run_dir), "2", str(dumps)]
+               str(script), str(run_dir), str(steps), str(dumps), norm]
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr[-3000:]
+    return tuple(torch.load(dumps / f"rank{rank}.pt") for rank in (0, 1))
 
-    rank0, rank1 = (torch.load(dumps / f"rank{rank}.pt") for rank in (0, 1))
+
+def test_two_processes_keep_identical_weights_write_once_and_resume_in_one(tmp_path):
+    from genlab.checkpoint import load_checkpoint
+    from genlab.train.trainer import train
+
+    run_dir = tmp_path / "run"
+    rank0, rank1 = _train_in_two_processes(tmp_path, "instance")
     assert rank0.keys() == rank1.keys()
     for key in rank0:  # gradients were averaged: the same weights on both ranks, bit for bit
         assert torch.equal(rank0[key], rank1[key]), key
@@ -86,3 +93,14 @@ def test_two_processes_keep_identical_weights_write_once_and_resume_in_one(tmp_p
     resumed = train(config, run_dir, resume=True, progress=False)
     assert resumed.steps == 3 and all(torch.isfinite(v).all() for v in resumed.model.state_dict().values()
                                       if v.is_floating_point())
+
+
+def test_two_processes_share_rank_zeros_batch_norm_statistics(tmp_path):
+    """Each rank's BatchNorm sees its own shard; rank 0's running statistics are broadcast after every step (DDP's
+    broadcast_buffers), so both ranks end with the same parameters and buffers, and the statistics have moved."""
+    rank0, rank1 = _train_in_two_processes(tmp_path, "batch")
+    running = [key for key in rank0 if key.endswith(("running_mean", "running_var"))]
+    assert running, "the pix2pix quick nets have BatchNorm layers"
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert any(not torch.equal(rank0[key], torch.zeros_like(rank0[key])) for key in running if "mean" in key)

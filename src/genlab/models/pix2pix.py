@@ -61,11 +61,18 @@ class Pix2Pix(GenerativeModel):
         },
         # Small and fast on 2 CPU cores: about 4 minutes. lambda_L1 and the losses stay the paper's (a 3-seed sweep of
         # lambda_L1 and the PatchGAN depth is in the README; the depth's default follows the image size).
+        # Batch norm (the reference implementation's default, scored in eval mode with its running statistics) and
+        # lr 2e-3: the paper's 2e-4 is for batch 1 over 200 epochs. On edges2fashion at 32 px (40k images, 3 seeds)
+        # domain FID 3.14 vs 4.42 and class accuracy 81.1% vs 78.9%, both intervals apart, PSNR and SSIM a tie; on
+        # facades-synth at 64 px domain FID 0.36 vs 0.48 and FCN mIoU 0.483 vs 0.461, PSNR 0.35 dB lower (README,
+        # "Pix2Pix: batch norm and the learning rate").
         "quick": {
             "data.image_size": 64,
             "train.batch_size": 4,
             "train.steps": 1500,
             "net.width": 32,
+            "net.norm": "batch",
+            "net.lr": 2e-3,
             "train.sample_every": 250,
             "train.checkpoint_every": 500,
         },
