@@ -73,9 +73,9 @@ class DiffusionConfig:
     log_sigma_normal: tuple[float, float] | None = ranged(None, -10, 10)
     # Self-conditioning (Chen et al. 2023, "Analog Bits"): the denoiser also reads its own clean-image estimate,
     # from a gradient-free first pass on half the training batches and from the previous step when sampling.
-    # Half the steps run one more forward pass: 1.14x the step time on the ddpm quick preset, where its domain
-    # FID tied the preset's on seed 0 and beat it on seed 1 (6.11 vs 7.96), worst class tied or lower; off by
-    # default until a third seed at a wall-matched step count settles it (README, "DDPM: self-conditioning").
+    # Half the steps run one more forward pass: 1.14x the step time on the ddpm quick preset, where at equal wall
+    # time its domain FID lost on 2 seeds of 3 (6.11/5.70/7.68 vs 5.99/7.96/6.82) while lifting the worst class's
+    # floor (79% vs 72%): off by default (README, "DDPM: self-conditioning").
     self_condition: bool = False
     # EMA of the weights, used for sampling: the power-function average of EDM2 (Karras et al. 2024), decay
     # (1 - 1/(n+1))^(gamma+1) at update n, which weighs the weights of training time t by t^gamma. ema_length is
