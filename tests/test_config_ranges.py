@@ -121,7 +121,12 @@ def valid_value(cls, key, value) -> bool:
         if origin is typing.Literal:
             return value in typing.get_args(hint)
         if origin in (tuple, list):
-            return isinstance(value, (list, tuple)) and all(fits(typing.get_args(hint)[0], v) for v in value)
+            args = typing.get_args(hint)
+            if not isinstance(value, (list, tuple)):
+                return False
+            if origin is tuple and Ellipsis not in args:  # tuple[float, float]: exactly that many values
+                return len(value) == len(args) and all(fits(arg, v) for arg, v in zip(args, value, strict=True))
+            return all(fits(args[0], v) for v in value)
         if hint is bool:
             return isinstance(value, bool)
         if hint is int:
