@@ -1,5 +1,3 @@
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -140,20 +138,6 @@ def test_quick_preset_translates_each_image_as_it_would_alone():
     alone = torch.cat([model.translate_batch(source[None]) for source in sources])
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
     assert model.generator.training  # translating left training mode as it was
-
-
-@pytest.mark.parametrize(
-    ("norm", "batch_size", "warns"), [("batch", 1, True), ("batch", 2, False), ("instance", 1, False)]
-)
-def test_batch_norm_at_one_image_per_step_is_flagged(norm, batch_size, warns):
-    config = build_run_config("pix2pix", "quick", {}, ["net.width=8", f"net.norm={norm}"]).net
-    model = get_model_class("pix2pix").build(config, TaskSpec("t", "paired", 32, 3, 3))
-    batch = {"source": torch.zeros(batch_size, 3, 32, 32), "target": torch.zeros(batch_size, 3, 32, 32)}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model.training_step(batch)
-    flagged = [w for w in caught if "net.norm=batch with 1 image per step" in str(w.message)]
-    assert len(flagged) == int(warns)
 
 
 def test_pix2pix_refuses_unpaired_tasks():

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import warnings
 
 import pytest
 
@@ -89,6 +90,27 @@ def test_pix2pix_decays_its_learning_rate_over_the_budget(tmp_path, toy_task):
         group = optimizer.param_groups[0]
         assert group["initial_lr"] == config.net.lr == 2e-3  # the quick preset's rate
         assert group["lr"] == pytest.approx(2e-3 * (1 - 0.9) / 0.5)
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "warns"),
+    [
+        ("pix2pix", ["net.norm=batch", "train.batch_size=1"], True),
+        ("cgan", ["net.norm=batch", "train.batch_size=1"], True),
+        ("pix2pix", ["net.norm=batch", "train.batch_size=2"], False),
+        ("pix2pix", ["net.norm=instance", "train.batch_size=1"], False),
+    ],
+)
+def test_batch_norm_on_one_image_per_step_is_flagged_once(tmp_path, toy_task, model, overrides, warns):
+    """Training would normalise each image by its own statistics, sampling by their running averages."""
+    config = build_run_config(model, "quick", {"data.task": toy_task, "data.image_size": 16},
+                              ["net.width=4", "train.steps=2", *overrides])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config, tmp_path / "run", progress=False)
+    flagged = [w for w in caught if "batch norm with 1 image per step" in str(w.message)]
+    assert len(flagged) == int(warns)
+    assert all(str(w.message).startswith(f"{model}: ") for w in flagged)
 
 
 LDM_SMALL = ["net.base_width=8", "net.channel_mults=[1,2]", "net.num_res_blocks=1", "net.timesteps=20",

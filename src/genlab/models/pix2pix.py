@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -111,15 +110,6 @@ class Pix2Pix(GenerativeModel):
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         source, target = batch["source"], batch["target"]  # (B, C, H, W) in [-1, 1]
-        if self.config.norm == "batch" and len(source) == 1:
-            # Shown once (Python's default filter): training would normalise each image by its own statistics,
-            # translation by their running averages, so the scored network is not the one trained.
-            warnings.warn(
-                "net.norm=batch with 1 image per step (per process): batch norm normalises each image by its own "
-                "statistics while training but by running averages when translating; use net.norm=instance (the "
-                "paper's choice at batch 1) or a larger --batch-size",
-                stacklevel=2,
-            )
         self.train()
         self.decay_learning_rates(self.config.lr_decay_start)
         with self.autocast():

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import signal
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,6 +134,8 @@ def _train_locked(
     task = get_task(config.data)
     model = build_model(config, task)
     model.check_budget(config.train.step_budget())  # e.g. ldm: a budget that ends before its diffusion stage
+    if dist.is_main:
+        _warn_if_batch_norm_sees_one_image(model, dist.local_batch_size(config.train.batch_size))
     runtime = runtime_for(config, dist)
     model.attach(runtime)
 
@@ -167,6 +170,19 @@ def _train_locked(
         if log is not None:
             log.close()
     return TrainResult(run_dir, model, model.step, loop.total_seconds(), stopped_by)
+
+
+def _warn_if_batch_norm_sees_one_image(model: GenerativeModel, images_per_step: int) -> None:
+    """Batch norm on 1 image per step (per process) normalises each image by its own statistics while training,
+    but by their running averages when sampling or translating (eval mode): the scored network is not the one
+    trained. pix2pix, cyclegan and the GAN families offer instance norm instead (pix2pix's choice at batch 1)."""
+    if images_per_step == 1 and any(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules()):
+        warnings.warn(
+            f"{model.name}: batch norm with 1 image per step (per process) normalises each image by its own "
+            "statistics while training but by running averages when sampling or translating; use a larger "
+            "--batch-size, or instance norm where the family offers it (--set net.norm=instance)",
+            stacklevel=3,
+        )
 
 
 def runtime_for(config: RunConfig, dist: Distributed) -> Runtime:
