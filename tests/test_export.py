@@ -62,6 +62,22 @@ def test_ema_families_export_the_average(tmp_path):
         assert torch.equal(loaded.network.state_dict()[key], value)  # filled from the average
 
 
+@pytest.mark.parametrize("ema_length", ["null", "0.1"])
+def test_pix2pix_exports_its_generator_average_when_it_keeps_one(tmp_path, ema_length):
+    run = tmp_path / "run"
+    assert main(["train", "pix2pix", "--task", "facades-synth", "--size", "16", "--steps", "3", "--batch-size", "2",
+                 "--out", str(run), "--set", "net.width=4", "--set", f"net.ema_length={ema_length}", "--quiet"]) == 0
+    export_run(run, tmp_path / "out")
+    tensors = load_file(str(tmp_path / "out" / "model.safetensors"))
+    averaged = ema_length != "null"
+    assert any(key.startswith("generator.") for key in tensors) != averaged  # the average replaces the last
+    assert any(key.startswith("ema_generator.") for key in tensors) == averaged
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["ema"] == averaged
+    original, exported = genlab.load(run, device="cpu"), genlab.load(tmp_path / "out", device="cpu")
+    source = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(original.translate_batch(source), exported.translate_batch(source))
+
+
 def test_a_diffusion_run_loads_in_channels_last_and_exports_contiguous_weights(tmp_path):
     """Loaded diffusion runs sample with channels_last weights (faster on CPUs) and the same images as in
     the default layout; export still writes (safetensors refuses non-contiguous tensors)."""

@@ -23,12 +23,19 @@ from genlab.utils import atomic_path, atomic_write_text
 
 
 def inference_weights(model: GenerativeModel) -> dict[str, torch.Tensor]:
-    """The model's networks and buffers without optimiser state; for families with an EMA (abilities.ema) the
+    """The model's networks and buffers without optimiser state; where the model keeps an EMA (abilities.ema) the
     averaged network (ema_X) replaces the trained one (X), which sampling does not use."""
     state = model.state_dict()
-    averaged = {key[len(EMA_PREFIX) :] for key in state if key.startswith(EMA_PREFIX)} if model.abilities.ema else set()
+    averaged = averaged_keys(model, state)
     # contiguous copies: safetensors refuses tensors that share storage
     return {key: value.detach().cpu().contiguous().clone() for key, value in state.items() if key not in averaged}
+
+
+def averaged_keys(model: GenerativeModel, state: dict[str, torch.Tensor]) -> set[str]:
+    """The keys of networks X whose average ema_X the model keeps (none for a family or run without one)."""
+    if not model.abilities.ema:
+        return set()
+    return {key[len(EMA_PREFIX) :] for key in state if key.startswith(EMA_PREFIX)} & set(state)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None = None) -> list[Path]:
@@ -51,7 +58,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None 
         "genlab_version": __version__,
         "model": loaded.config.model,
         "step": loaded.step,
-        "ema": loaded.model.abilities.ema,
+        "ema": bool(averaged_keys(loaded.model, loaded.model.state_dict())),
         "config": loaded.config.to_dict(),
         "spec": dataclasses.asdict(loaded.model.spec),
     }

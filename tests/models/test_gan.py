@@ -257,10 +257,13 @@ def test_resume_is_exact_for_a_cgan(toy_task, tmp_path):
             "cgan",
             "quick",
             {"data.task": toy_task, "data.image_size": 16, "train.steps": steps, "train.batch_size": 2},
-            ["net.width=4", "net.latent_dim=8", "train.sample_every=2", "train.checkpoint_every=2"],
+            # with G's average, which must resume exactly too
+            ["net.width=4", "net.latent_dim=8", "train.sample_every=2", "train.checkpoint_every=2",
+             "net.ema_length=0.1"],
         )
 
     straight = train(config(4), tmp_path / "straight", progress=False).model
+    assert any(name.startswith("ema_generator.") for name in straight.state_dict())
     train(config(2), tmp_path / "split", progress=False)
     resumed_config = resume_config(tmp_path / "split")
     resumed_config.train.steps = 4
@@ -268,6 +271,37 @@ def test_resume_is_exact_for_a_cgan(toy_task, tmp_path):
     assert resumed.step == straight.step == 4
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("family, spec", [("dcgan", LABELLED), ("cgan", LABELLED), ("cgan", PAIRED)])
+def test_generator_average_follows_the_power_ema_and_generates(family, spec):
+    """net.ema_length: G's average (weights and batch-norm statistics) copies G at the first update, then
+    avg <- d avg + (1 - d) G with d = (1 - 1/(n+1))^(gamma+1); samples and translations come from it."""
+    from genlab.nn.ema import power_ema_decay, power_ema_gamma
+
+    model = _model(family, spec, "net.ema_length=0.1")
+    assert _model(family, spec, "net.ema_length=null").ema_generator is None
+    snapshots = []
+    for _ in range(2):
+        model.training_step(_batch(spec))
+        model.end_step()  # the trainer's: the step count the decay reads
+        snapshots.append({key: value.clone() for key, value in model.generator.state_dict().items()})
+    decay = power_ema_decay(1, power_ema_gamma(0.1))
+    assert 0 < decay < 1
+    for key, value in model.ema_generator.state_dict().items():
+        if value.is_floating_point():
+            expected = decay * snapshots[0][key] + (1 - decay) * snapshots[1][key]
+            torch.testing.assert_close(value, expected, rtol=0, atol=1e-6, msg=key)
+    z = torch.randn(4, model.config.latent_dim)
+    condition = _batch(spec)["source"] if spec.kind == "paired" else (torch.arange(4) if model.conditional else None)
+    with torch.no_grad():
+        averaged = model.generate(condition, z, model.ema_generator.eval())
+        last = model.generate(condition, z, model.generator.eval())
+    model.generator.train()
+    output = model.translate_batch(condition, z=z) if spec.kind == "paired" else model.sample(4, labels=condition, z=z)
+    torch.testing.assert_close(output, averaged)
+    assert not torch.equal(averaged, last)  # (an untrained G's outputs are small: equality is the test)
+    assert model.generator.training  # sampling with the average leaves the trained G's mode alone
 
 
 def test_presets_resolve():

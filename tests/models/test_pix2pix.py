@@ -175,3 +175,50 @@ def test_default_patchgan_is_the_deepest_whose_patch_fits_in_the_image(size, lay
 
     assert halvings({}) == layers
     assert halvings({"net.disc_layers": 3}) == 3  # an explicit depth is kept (3 blocks fit from 24 px)
+
+
+def test_generator_average_is_the_power_ema_of_weights_and_norm_statistics_and_translates():
+    """net.ema_length keeps the power-function average of the generator (EDM2's profile): after n updates it is
+    sum_i w_i theta_i with w_i = (1 - d_i) prod_{j > i} d_j, d_i = (i / (i + 1))^(gamma + 1), for the weights and
+    batch norm's running statistics alike; translation uses it, training leaves the trained generator as it was."""
+    from genlab.nn.ema import power_ema_decay, power_ema_gamma
+
+    torch.manual_seed(0)
+    config = build_run_config("pix2pix", "quick", {}, ["net.width=8", "net.ema_length=0.15"]).net
+    model = get_model_class("pix2pix").build(config, TaskSpec("t", "paired", 32, 3, 3))
+    assert model.ema_generator is not None and not any(p.requires_grad for p in model.ema_generator.parameters())
+    history = []
+    for _ in range(4):
+        batch = {"source": torch.rand(4, 3, 32, 32) * 2 - 1, "target": torch.rand(4, 3, 32, 32) * 2 - 1}
+        model.training_step(batch)
+        model.end_step()  # the trainer's: advances the step count the decay reads
+        history.append({key: value.clone() for key, value in model.generator.state_dict().items()})
+    gamma = power_ema_gamma(0.15)
+    decays = [power_ema_decay(i, gamma) for i in range(len(history))]
+    weights = [(1 - decays[i]) * torch.tensor(decays[i + 1 :], dtype=torch.float64).prod().item()
+               for i in range(len(history))]
+    assert decays[0] == 0 and sum(weights) == pytest.approx(1.0)  # the first update copies: no initial weights
+    averaged = model.ema_generator.state_dict()
+    for key, value in averaged.items():
+        if value.is_floating_point():
+            expected = sum(w * snapshot[key].double() for w, snapshot in zip(weights, history))
+            torch.testing.assert_close(value.double(), expected, rtol=0, atol=1e-6, msg=key)
+        else:
+            assert torch.equal(value, history[-1][key]), key  # batch norm's step count is copied
+    assert any("running_mean" in key for key in averaged)
+    assert any(not torch.equal(value, history[-1][key]) for key, value in averaged.items())  # not the last weights
+    source = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = model.ema_generator.eval()(source)
+        last = model.generator.eval()(source)
+    model.generator.train()
+    torch.testing.assert_close(model.translate_batch(source), expected)
+    assert not torch.allclose(expected, last, atol=1e-4)
+    assert model.generator.training  # translating with the average leaves the trained generator alone
+
+
+def test_without_ema_length_there_is_no_average():
+    config = build_run_config("pix2pix", "quick", {}, ["net.width=8", "net.ema_length=null"]).net
+    model = get_model_class("pix2pix").build(config, TaskSpec("t", "paired", 32, 3, 3))
+    assert model.ema_generator is None
+    assert not any(key.startswith("ema_") for key in model.state_dict())

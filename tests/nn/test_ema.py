@@ -17,25 +17,35 @@ def test_decay_copies_first_then_follows_the_power_function_up_to_the_cap():
     assert 8900 < first < 9100  # gamma ~ 8: the decay nears 1 - 9 / n
 
 
-def test_update_matches_the_recurrence():
+@pytest.mark.parametrize("average_buffers", [False, True])
+def test_update_matches_the_recurrence(average_buffers):
+    """Parameters follow avg <- d avg + (1 - d) w; batch norm's running statistics are copied, or with
+    `average_buffers` follow the same recurrence; its integer step count is copied either way."""
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     average = copy.deepcopy(net)
-    start = [p.clone() for p in average.parameters()]
+    start = [t.clone() for t in [*average.parameters(), average[1].running_mean, average[1].running_var]]
     history = []
     for step in range(5):
         with torch.no_grad():
             for p in net.parameters():
                 p.add_(torch.randn_like(p))
         net(torch.randn(4, 3))  # moves the BN running stats
-        history.append([p.clone() for p in net.parameters()])
-        ema_update(average, net, ema_decay(step, 2.0, cap=0.9))
+        history.append([t.clone() for t in [*net.parameters(), net[1].running_mean, net[1].running_var]])
+        ema_update(average, net, ema_decay(step, 2.0, cap=0.9), average_buffers=average_buffers)
     expected = start
-    for step, params in enumerate(history):
+    for step, values in enumerate(history):
         decay = ema_decay(step, 2.0, cap=0.9)
-        expected = [decay * e + (1 - decay) * p for e, p in zip(expected, params)]
-    for got, want in zip(average.parameters(), expected):
+        expected = [decay * e + (1 - decay) * v for e, v in zip(expected, values)]
+    *expected_params, expected_mean, expected_var = expected
+    for got, want in zip(average.parameters(), expected_params):
         assert torch.allclose(got, want, atol=1e-6)
-    assert torch.equal(average[1].running_mean, net[1].running_mean)
+    if average_buffers:
+        assert torch.allclose(average[1].running_mean, expected_mean, atol=1e-6)
+        assert torch.allclose(average[1].running_var, expected_var, atol=1e-6)
+        assert not torch.allclose(average[1].running_mean, net[1].running_mean)
+    else:
+        assert torch.equal(average[1].running_mean, net[1].running_mean)
+    assert torch.equal(average[1].num_batches_tracked, net[1].num_batches_tracked)
 
 
 @pytest.mark.parametrize("relative_std", [0.03, 0.1, 0.2, 0.28])

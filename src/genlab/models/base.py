@@ -37,7 +37,9 @@ class Abilities:
     stochastic: bool = False  # several outputs per input (or per label) differ
     # translate options that turn on the stochastic outputs (pix2pix: dropout at inference); {} = always on
     stochastic_options: dict[str, Any] = field(default_factory=dict)
-    ema: bool = False  # keeps an exponential moving average of its weights, used for sampling
+    # keeps an exponential moving average of its weights (network X's as the submodule ema_X), used for sampling
+    # or translating: always (diffusion) or when its config asks (net.ema_length of pix2pix, dcgan and cgan)
+    ema: bool = False
     sampler_options: bool = False  # sample/translate take sampler, steps, eta, guidance_scale (diffusion)
     temperature: bool = False  # sample/translate take a temperature that scales the prior draws (VAE families)
     # How `genlab sample --interpolate` walks between two latent codes: linear (VAE), slerp (Gaussian noise).

@@ -8,7 +8,6 @@ live in `genlab.diffusion` and are handed the network.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from genlab.nn.diffusion_unet import (
     quick_unet_config,
     seed_unet_config,
 )
-from genlab.nn.ema import ema_decay, ema_update, first_capped_update, power_ema_gamma
+from genlab.nn.ema import averaged_copy, ema_decay, ema_update, first_capped_update, power_ema_gamma
 from genlab.nn.embeddings import drop_labels
 from genlab.utils import GenlabError, randn
 
@@ -122,7 +121,7 @@ class DiffusionModel(GenerativeModel):
                 "the null label's prediction, which only labels dropped in training teach; set "
                 "net.guidance_scale=1 or a label dropout such as 0.1"
             )
-        self.ema_network = copy.deepcopy(self.network).requires_grad_(False).eval()
+        self.ema_network = averaged_copy(self.network)
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
         self.level_probabilities = None
         if config.log_sigma_normal is not None:

@@ -24,6 +24,7 @@ from genlab.nn.dcgan import (
     TranslationGenerator,
     dcgan_upsamplings,
 )
+from genlab.nn.ema import averaged_copy, ema_update, power_ema_decay, power_ema_gamma
 from genlab.nn.layers import NormKind, init_gan_weights
 from genlab.nn.patchgan import PatchDiscriminator, patchgan_layers
 from genlab.utils import Generator, GenlabError, randn
@@ -52,6 +53,9 @@ class GANConfig:
     label_smoothing: float = unit_interval(0.0, high_open=True)
     # BatchNorm running-average momentum (PyTorch's default 0.1): the statistics eval-mode sampling uses.
     bn_momentum: float = unit_interval(0.1)
+    # Sample and translate with an average of G over training (weights and batch-norm statistics): the
+    # power-function EMA (nn/ema.py), whose std is this fraction of the training done; None = the last weights.
+    ema_length: float | None = ranged(None, 0, 0.28, low_open=True)
 
 
 class AdversarialModel(GenerativeModel):
@@ -106,6 +110,8 @@ class AdversarialModel(GenerativeModel):
         for module in self.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.momentum = config.bn_momentum
+        self.ema_generator = None if config.ema_length is None else averaged_copy(self.generator)
+        self.ema_gamma = None if config.ema_length is None else power_ema_gamma(config.ema_length)
         self.gan_loss = GANLoss(config.gan_loss)
         betas = (config.beta1, config.beta2)
         self.optimizers = {
@@ -153,6 +159,9 @@ class AdversarialModel(GenerativeModel):
             losses["loss_g_l1"] = F.l1_loss(fake.float(), real)
             loss_g = loss_g + self.config.lambda_l1 * losses["loss_g_l1"]
         self.optimize(loss_g, "generator")
+        if self.ema_generator is not None:  # self.step: the updates before this one (0: copy the weights)
+            decay = power_ema_decay(self.step, self.ema_gamma)
+            ema_update(self.ema_generator, self.generator, decay, average_buffers=True)
         return {"loss_g": loss_g.item(), **{name: value.item() for name, value in losses.items()}}
 
     def real_loss(self, logits: torch.Tensor) -> torch.Tensor:
@@ -172,9 +181,11 @@ class AdversarialModel(GenerativeModel):
             return batch["source"], batch["target"]
         return (batch["label"] if self.conditional else None), batch["image"]
 
-    def generate(self, condition, z: torch.Tensor) -> torch.Tensor:
-        """G(z | condition): the condition is a source batch, class labels (B,) or None."""
-        return self.generator(condition, z) if self.translates_images else self.generator(z, condition)
+    def generate(self, condition, z: torch.Tensor, generator: torch.nn.Module | None = None) -> torch.Tensor:
+        """G(z | condition): the condition is a source batch, class labels (B,) or None; `generator` another G
+        of the same shape (its average)."""
+        generator = self.generator if generator is None else generator
+        return generator(condition, z) if self.translates_images else generator(z, condition)
 
     def discriminate(self, condition, images: torch.Tensor) -> torch.Tensor:
         """D(images | condition) logits: per patch of the (source, image) pair, or one per image."""
@@ -194,14 +205,16 @@ class AdversarialModel(GenerativeModel):
 
     @torch.no_grad()
     def run_generator(self, condition, z: torch.Tensor) -> torch.Tensor:
-        """G in eval mode (BatchNorm running statistics, so each output depends on its own z alone)."""
-        was_training = self.generator.training
-        self.generator.eval()
+        """G in eval mode (BatchNorm running statistics, so each output depends on its own z alone); its average
+        when the run keeps one (net.ema_length)."""
+        generator = self.generator if self.ema_generator is None else self.ema_generator
+        was_training = generator.training
+        generator.eval()
         try:
             with self.autocast():
-                return self.generate(condition, z).float()
+                return self.generate(condition, z, generator).float()
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
 
     def sample(
         self, count: int, labels: torch.Tensor | None = None, generator: Generator | None = None, **options
@@ -284,7 +297,7 @@ class DCGAN(AdversarialModel):
 
     name = "dcgan"
     task_kinds = frozenset({"labelled"})
-    abilities = Abilities(samples=True, stochastic=True, interpolation="slerp")
+    abilities = Abilities(samples=True, stochastic=True, interpolation="slerp", ema=True)
     purpose = "unconditional image generation from noise"
     presets = {
         "paper": {"data.task": "fashion-mnist", **PAPER},
@@ -299,7 +312,9 @@ class CGAN(AdversarialModel):
 
     name = "cgan"
     task_kinds = frozenset({"labelled", "paired"})
-    abilities = Abilities(translates=True, samples=True, class_conditional=True, stochastic=True, interpolation="slerp")
+    abilities = Abilities(
+        translates=True, samples=True, class_conditional=True, stochastic=True, interpolation="slerp", ema=True
+    )
     purpose = "conditional GAN: class-conditional generation, or image-conditional translation"
     presets = {
         # DCGAN's settings (Radford et al. 2016) with the CGAN conditioning.

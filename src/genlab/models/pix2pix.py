@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.models.base import Abilities, GenerativeModel, frozen, register_model
 from genlab.models.losses import GANLoss, GANMode
+from genlab.nn.ema import averaged_copy, ema_update, power_ema_decay, power_ema_gamma
 from genlab.nn.layers import NormKind, init_gan_weights
 from genlab.nn.patchgan import PatchDiscriminator, patchgan_layers
 from genlab.nn.unet import UNetGenerator, unet_depth
@@ -40,6 +41,11 @@ class Pix2PixConfig:
     lr_decay_start: float = unit_interval(0.5)
     # Dropout at inference gives pix2pix's (small) stochasticity; off by default for reproducible scores.
     dropout_at_inference: bool = False
+    # Translate with an average of the generator over training (weights and batch-norm statistics): the
+    # power-function EMA of diffusion's nets (nn/ema.py), whose std is this fraction of the training done, so it
+    # means the same at every budget. None = the last weights, as the paper. Averaging GAN generators lowers
+    # their FID (Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training").
+    ema_length: float | None = ranged(None, 0, 0.28, low_open=True)
 
 
 @register_model
@@ -80,7 +86,7 @@ class Pix2Pix(GenerativeModel):
     }
     default_preset = "quick"
     # pix2pix's (small) output diversity comes from dropout kept on at inference, as the paper does.
-    abilities = Abilities(translates=True, stochastic=True, stochastic_options={"dropout": True})
+    abilities = Abilities(translates=True, stochastic=True, stochastic_options={"dropout": True}, ema=True)
     purpose = "paired image-to-image translation"
 
     def __init__(self, config: Pix2PixConfig, spec) -> None:
@@ -101,6 +107,8 @@ class Pix2Pix(GenerativeModel):
             norm=config.norm,
         )
         init_gan_weights(self)
+        self.ema_generator = None if config.ema_length is None else averaged_copy(self.generator)
+        self.ema_gamma = None if config.ema_length is None else power_ema_gamma(config.ema_length)
         self.gan_loss = GANLoss(config.gan_loss)
         betas = (config.beta1, config.beta2)
         self.optimizers = {
@@ -131,6 +139,9 @@ class Pix2Pix(GenerativeModel):
         loss_g_l1 = F.l1_loss(fake.float(), target)
         loss_g = loss_g_gan + self.config.lambda_l1 * loss_g_l1
         self.optimize(loss_g, "generator")
+        if self.ema_generator is not None:  # self.step: the updates before this one (0: copy the weights)
+            decay = power_ema_decay(self.step, self.ema_gamma)
+            ema_update(self.ema_generator, self.generator, decay, average_buffers=True)
 
         return {
             "loss_g": loss_g.item(),
@@ -145,17 +156,19 @@ class Pix2Pix(GenerativeModel):
     def translate_batch(
         self, source: torch.Tensor, generator: torch.Generator | None = None, **options
     ) -> torch.Tensor:
-        """G(source) in [-1, 1]; `dropout=True` keeps dropout on (pix2pix's stochastic outputs)."""
+        """G(source) in [-1, 1], with the generator's average when the run keeps one (net.ema_length);
+        `dropout=True` keeps dropout on (pix2pix's stochastic outputs)."""
         dropout = options.pop("dropout", self.config.dropout_at_inference)
         if options:
             raise TypeError(f"pix2pix.translate got unknown options: {', '.join(options)}")
-        was_training = self.generator.training
-        self.generator.eval()
+        generator = self.generator if self.ema_generator is None else self.ema_generator
+        was_training = generator.training
+        generator.eval()
         if dropout:
-            for module in self.generator.modules():
+            for module in generator.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.train()
         with self.autocast():
-            output = self.generator(source.to(self.device))
-        self.generator.train(was_training)
+            output = generator(source.to(self.device))
+        generator.train(was_training)
         return output.float()
