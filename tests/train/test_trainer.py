@@ -45,6 +45,13 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(toy_task, tmp_path
     assert resumed["step"] == list(range(1, 11))
     for key in ("loss_g", "loss_d", "loss_g_l1", "loss_d_fake"):
         assert resumed[key] == uninterrupted[key], key  # exact: same batches, RNG and optimiser state
+    # and the same weights, the generator's average (the quick preset keeps one) included
+    networks = [ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.pt")["state"]["networks"]
+                for run in ("full", "split")]
+    assert any(key.startswith("ema_generator.") for key in networks[0])
+    assert networks[0].keys() == networks[1].keys()
+    for key, value in networks[0].items():
+        assert torch.equal(value, networks[1][key]), key
 
 
 def test_run_directory_layout_and_loading(toy_task, tmp_path):
