@@ -25,15 +25,15 @@ def _trained(tmp_path, model: str, task: str, **values):
 
 @pytest.mark.slow
 def test_quick_pix2pix_beats_the_baselines_on_facades_synth(tmp_path):
-    """SSIM and the FCN-score beat both baselines, PSNR the nearest photo. Not PSNR against the mean training
-    photo: a facade's colours are not in its label map, and the README's 3-seed table has the preset at 13.44 dB
-    against the mean photo's 13.58 (the instance-norm, lr 2e-4 preset tied it at 13.79 with a worse FID)."""
+    """PSNR, SSIM and the FCN-score beat both baselines. PSNR against the mean training photo is the narrow one
+    (a facade's colours are not in its label map): the README's 3-seed table at 6000 images has the preset,
+    translating with the generator's average, at 14.24 +- 0.02 dB against the mean photo's 13.58 (the
+    last-weights preset before it scored 13.44)."""
     options = EvalOptions(features=("domain",), lpips=False, diversity_inputs=0, baselines=True)
     result = evaluate_run(_trained(tmp_path, "pix2pix", "facades-synth"), options, device="cpu")
     for baseline in ("mean_train_target", "nearest_neighbour"):
-        assert result.score("ssim").value > _baseline(result, baseline, "ssim")
-        assert result.score("fcn.mean_iou").value > _baseline(result, baseline, "fcn.mean_iou")
-    assert result.score("psnr").value > _baseline(result, "nearest_neighbour", "psnr")
+        for metric in ("psnr", "ssim", "fcn.mean_iou"):
+            assert result.score(metric).value > _baseline(result, baseline, metric), (baseline, metric)
     assert result.score("domain.fid").value < _baseline(result, "mean_train_target", "domain.fid")
 
 
@@ -74,8 +74,8 @@ def test_quick_ddpm_at_the_15_minute_budget_draws_the_requested_class(tmp_path):
 
 @pytest.mark.slow
 def test_quick_pix2pix_on_edges2fashion_beats_the_nearest_garment(tmp_path):
-    """The README's 3-seed table at 40,000 training images (10,000 steps of 4, 32 px): PSNR 17.89 +- 0.16, SSIM
-    0.608 +- 0.009 and class accuracy 81.1% +- 0.6 against the nearest training garment's 16.49, 0.574 and 77.1%
+    """The README's 3-seed table at 40,000 training images (10,000 steps of 4, 32 px): PSNR 18.41 +- 0.05, SSIM
+    0.637 +- 0.003 and class accuracy 81.0% +- 0.9 against the nearest training garment's 16.49, 0.574 and 77.1%
     on the first 1000 test pairs."""
     run = _trained(tmp_path, "pix2pix", "edges2fashion", **{"data.image_size": 32, "train.steps": 10_000})
     result = evaluate_run(run, EvalOptions(features=("domain",), limit=1000, lpips=False, baselines=True), device="cpu")

@@ -312,6 +312,9 @@ def test_presets_resolve():
     paper = build_run_config("cgan", "paper")
     assert (paper.train.batch_size, paper.data.image_size) == (128, 64)
     assert build_run_config("cgan").data.task == "fashion-mnist"
+    # G's average where it was measured (fashion-mnist); the last weights on facades-synth
+    assert build_run_config("cgan", "quick").net.ema_length == build_run_config("dcgan", "quick").net.ema_length == 0.15
+    assert build_run_config("cgan", "quick", {"data.task": "facades-synth"}).net.ema_length is None
 
 
 @pytest.mark.slow

@@ -288,6 +288,10 @@ QUICK = {
     "train.sample_every": 500,
     "train.checkpoint_every": 1000,
     "train.preview_count": 10,
+    # Sampling from G's average (std 0.15 of the run), on 3 seeds each: cgan's domain FID 2.64 vs 4.18 and recall
+    # 0.58 vs 0.44, class accuracy 85.9% vs 84.0%; dcgan's domain FID 6.71 vs 7.31, recall 0.61 vs 0.57; the FID
+    # and recall better on every seed (README, "The GAN and VAE families on their quick presets").
+    "net.ema_length": 0.15,
 }
 
 
@@ -336,6 +340,16 @@ class CGAN(AdversarialModel):
         "quick": dict(QUICK),
     }
     # Image-conditional translation of facades-synth at 64 px: 2000 steps of 8, about 3 minutes on 2 CPU cores
-    # (test SSIM 0.395 against the mean photo's 0.079).
-    task_presets = {"quick": {"facades-synth": {"data.image_size": 64, "train.batch_size": 8, "train.steps": 2000}}}
+    # (test SSIM 0.395 against the mean photo's 0.079). The last weights there: the average was measured on
+    # fashion-mnist only (Pix2Pix's average raised the domain FID on facades-synth).
+    task_presets = {
+        "quick": {
+            "facades-synth": {
+                "data.image_size": 64,
+                "train.batch_size": 8,
+                "train.steps": 2000,
+                "net.ema_length": None,
+            }
+        }
+    }
     default_preset = "quick"
