@@ -62,20 +62,26 @@ def test_ema_families_export_the_average(tmp_path):
         assert torch.equal(loaded.network.state_dict()[key], value)  # filled from the average
 
 
+@pytest.mark.parametrize(
+    "family, generator, net", [("pix2pix", "generator", []), ("cyclegan", "generator_ba", ["net.n_blocks=1"])]
+)
 @pytest.mark.parametrize("ema_length", ["null", "0.1"])
-def test_pix2pix_exports_its_generator_average_when_it_keeps_one(tmp_path, ema_length):
+def test_gan_families_export_their_generator_average_when_they_keep_one(tmp_path, family, generator, net, ema_length):
     run = tmp_path / "run"
-    assert main(["train", "pix2pix", "--task", "facades-synth", "--size", "16", "--steps", "3", "--batch-size", "2",
-                 "--out", str(run), "--set", "net.width=4", "--set", f"net.ema_length={ema_length}", "--quiet"]) == 0
+    options = [item for setting in ["net.width=4", f"net.ema_length={ema_length}", *net] for item in ("--set", setting)]
+    assert main(["train", family, "--task", "facades-synth", "--size", "16", "--steps", "3", "--batch-size", "2",
+                 "--out", str(run), *options, "--quiet"]) == 0
     export_run(run, tmp_path / "out")
     tensors = load_file(str(tmp_path / "out" / "model.safetensors"))
     averaged = ema_length != "null"
-    assert any(key.startswith("generator.") for key in tensors) != averaged  # the average replaces the last
-    assert any(key.startswith("ema_generator.") for key in tensors) == averaged
+    assert any(key.startswith(f"{generator}.") for key in tensors) != averaged  # the average replaces the last
+    assert any(key.startswith(f"ema_{generator}.") for key in tensors) == averaged
     assert json.loads((tmp_path / "out" / "config.json").read_text())["ema"] == averaged
     original, exported = genlab.load(run, device="cpu"), genlab.load(tmp_path / "out", device="cpu")
     source = torch.rand(2, 3, 16, 16) * 2 - 1
-    assert torch.equal(original.translate_batch(source), exported.translate_batch(source))
+    for direction in ["AtoB", "BtoA"] if family == "cyclegan" else ["AtoB"]:
+        options = {"direction": direction} if family == "cyclegan" else {}
+        assert torch.equal(original.translate_batch(source, **options), exported.translate_batch(source, **options))
 
 
 def test_a_diffusion_run_loads_in_channels_last_and_exports_contiguous_weights(tmp_path):

@@ -178,6 +178,36 @@ def test_translate_directions_use_their_generator():
     assert model.can("translate") and model.can("reverse")
 
 
+def test_generator_averages_follow_the_power_ema_and_translate_both_ways():
+    """net.ema_length: each generator's average copies it at the first update, then avg <- d avg + (1 - d) G
+    with d = (1 - 1/(n+1))^(gamma+1); both directions translate with their average, the trained nets unchanged."""
+    from genlab.nn.ema import power_ema_decay, power_ema_gamma
+
+    assert _model().ema_generator_ab is None and _model().ema_generator_ba is None  # off by default
+    model = _model(channels=(1, 3), lambda_identity=0.0, ema_length=0.1)
+    names = ("generator_ab", "generator_ba")
+    snapshots = []
+    for step in range(2):
+        model.training_step({"a": _images(2, channels=1, seed=step), "b": _images(2, channels=3, seed=9 + step)})
+        model.end_step()
+        snapshots.append({name: _snapshot(getattr(model, name)) for name in names})
+    decay = power_ema_decay(1, power_ema_gamma(0.1))
+    assert 0 < decay < 1
+    for name in names:
+        for average, first, second in zip(getattr(model, f"ema_{name}").parameters(), *(s[name] for s in snapshots)):
+            torch.testing.assert_close(average, decay * first + (1 - decay) * second, rtol=0, atol=1e-6)
+    assert set(model.parameter_counts()) == {"generator_ab", "generator_ba", "discriminator_a", "discriminator_b"}
+    images = {"AtoB": _images(2, channels=1, seed=5), "BtoA": _images(2, channels=3, seed=6)}
+    for direction, name in zip(("AtoB", "BtoA"), names):
+        with torch.no_grad():
+            averaged = getattr(model, f"ema_{name}")(images[direction])
+            last = getattr(model, name).eval()(images[direction])
+        getattr(model, name).train()
+        assert torch.equal(model.translate_batch(images[direction], direction=direction), averaged)
+        assert not torch.equal(averaged, last)
+        assert getattr(model, name).training  # translating with the average leaves the trained G's mode alone
+
+
 def test_preview_rows():
     model = _model(channels=(1, 3), lambda_identity=0.0)
     rows = model.preview({"a": _images(3, channels=1), "b": _images(3, channels=3)})
@@ -204,7 +234,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
 def test_resume_is_exact_including_the_pools(toy_task):
     task = get_task(DataConfig(task=toy_task, image_size=16))
     steps, batch_size, seed = 6, 2, 3
-    net = {"pool_size": 3, "total_steps": steps, "decay_start": 0.5}
+    net = {"pool_size": 3, "total_steps": steps, "decay_start": 0.5, "ema_length": 0.1}  # averages resume too
 
     def run(model, first, last):
         for step in range(first, last):
@@ -224,6 +254,7 @@ def test_resume_is_exact_including_the_pools(toy_task):
     run(resumed, steps // 2, steps)
 
     assert resumed.step == straight.step == steps
+    assert {"ema_generator_ab.net.1.weight", "ema_generator_ba.net.1.weight"} <= set(straight.state_dict())
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     for name in ("a", "b"):

@@ -1005,7 +1005,7 @@ def _derived_cost(run_dir: Path, loaded, seconds_per_image: float | None) -> Cos
     """cost.json when present; missing fields derived from the model, metrics.csv and the grid timing."""
     cost = Cost.load(run_dir / COST_FILE) if (run_dir / COST_FILE).is_file() else Cost()
     if cost.parameters is None:
-        cost.parameters = sum(p.numel() for p in loaded.model.parameters())
+        cost.parameters = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)  # as benchmark.py
     if cost.images_seen is None:
         cost.images_seen = loaded.step * loaded.config.train.batch_size
     if cost.train_seconds is None and (run_dir / "metrics.csv").is_file():

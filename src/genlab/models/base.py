@@ -18,6 +18,7 @@ from torch import nn
 
 from genlab.config import PRECISIONS
 from genlab.data.tasks import TaskSpec
+from genlab.nn.ema import averaged_copy, ema_update, power_ema_decay, power_ema_gamma
 from genlab.utils import Generator, GenlabError, to_model_batch
 
 
@@ -142,6 +143,8 @@ class GenerativeModel(nn.Module, ABC):
     # The weights' memory layout a loaded run (`genlab.load`: sample, translate, evaluate) gets by default, where
     # benchmarks show it is faster (the diffusion U-Nets: README, speed section).
     inference_channels_last: ClassVar[bool] = False
+    # The submodules X with a weight average ema_X kept by `keep_averages` (the GAN families' net.ema_length).
+    averaged_networks: tuple[str, ...] = ()
 
     def __init__(self, config: Any, spec: TaskSpec) -> None:
         super().__init__()
@@ -427,6 +430,34 @@ class GenerativeModel(nn.Module, ABC):
         for scheduler in self.schedulers.values():
             scheduler.step()
 
+    # --- weight averages (net.ema_length of the GAN families) ------------------------------------------------------
+    def keep_averages(self, length: float | None, *names: str) -> None:
+        """Keep ema_X, an average of the submodule X's weights and batch-norm statistics, for each name X; with
+        length None keep none (ema_X is None and inference uses X itself).
+
+        The average is the power-function EMA of nn/ema.py: its std is the fraction `length` of the training done,
+        so it means the same at every budget. Call `update_averages` after each update of the networks, and run
+        inference through `inference_network(X)`.
+        """
+        for name in names:
+            setattr(self, f"ema_{name}", None if length is None else averaged_copy(getattr(self, name)))
+        self.averaged_networks = () if length is None else names
+        self.average_gamma = None if length is None else power_ema_gamma(length)
+
+    def update_averages(self) -> None:
+        """Fold the networks' new weights into their averages (self.step: the updates before this one, so the
+        first call copies the weights)."""
+        if not self.averaged_networks:
+            return
+        decay = power_ema_decay(self.step, self.average_gamma)
+        for name in self.averaged_networks:
+            ema_update(getattr(self, f"ema_{name}"), getattr(self, name), decay, average_buffers=True)
+
+    def inference_network(self, name: str) -> nn.Module:
+        """The network that translates or samples for the submodule `name`: its average where one is kept."""
+        average = getattr(self, f"ema_{name}", None)
+        return getattr(self, name) if average is None else average
+
     # --- state -------------------------------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
         """Everything needed to resume exactly: networks (and EMA buffers), optimisers, schedulers, step."""
@@ -453,11 +484,11 @@ class GenerativeModel(nn.Module, ABC):
             scaler.load_state_dict(scaler_state)
 
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable parameter count per top-level network."""
+        """Parameter count per top-level trained network (weight averages, ema_X, left out: they copy X)."""
         return {
             name: sum(p.numel() for p in module.parameters())
             for name, module in self.named_children()
-            if any(True for _ in module.parameters())
+            if not name.startswith("ema_") and any(True for _ in module.parameters())
         }
 
 

@@ -52,6 +52,9 @@ class CycleGANConfig:
     decay_start: float = unit_interval(0.5)
     # The D objective is halved to slow D relative to G (paper section 4).
     disc_loss_weight: float = positive(0.5)
+    # Translate with an average of each generator's weights over training (None: the last weights): the
+    # power-function EMA (nn/ema.py), whose std is this fraction of the training done, as pix2pix's option.
+    ema_length: float | None = ranged(None, 0, 0.28, low_open=True)
 
 
 def lr_factor(step: int, total_steps: int | None, decay_start: float) -> float:
@@ -115,7 +118,7 @@ class CycleGAN(GenerativeModel):
         },
     }
     default_preset = "quick"
-    abilities = Abilities(translates=True, unpaired=True, reverse=True)
+    abilities = Abilities(translates=True, unpaired=True, reverse=True, ema=True)
     purpose = "unpaired image-to-image translation in both directions"
 
     def __init__(self, config: CycleGANConfig, spec) -> None:
@@ -129,6 +132,7 @@ class CycleGAN(GenerativeModel):
         self.discriminator_a = PatchDiscriminator(channels_a, config.width, layers, config.norm)
         self.discriminator_b = PatchDiscriminator(channels_b, config.width, layers, config.norm)
         init_gan_weights(self)
+        self.keep_averages(config.ema_length, "generator_ab", "generator_ba")
         self.gan_loss = GANLoss(config.gan_loss)
         self.use_identity = config.lambda_identity > 0 and channels_a == channels_b
         if config.lambda_identity > 0 and not self.use_identity:
@@ -166,6 +170,7 @@ class CycleGAN(GenerativeModel):
             self.decay_learning_rates(self.config.decay_start)
         # G step first (D frozen), then D step on pooled fakes of this step's generators (the paper's order).
         generator_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
+        self.update_averages()
         discriminator_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b)
         return {**generator_losses, **discriminator_losses}
 
@@ -230,18 +235,20 @@ class CycleGAN(GenerativeModel):
 
     # --- translation -------------------------------------------------------------------------------------------
     def generator_for(self, direction: str) -> torch.nn.Module:
-        """G_AB for "AtoB", G_BA for "BtoA"; anything else is an error listing the valid directions."""
+        """G_AB for "AtoB", G_BA for "BtoA" (their averages where the run keeps them, net.ema_length); anything
+        else is an error listing the valid directions."""
         if direction == "AtoB":
-            return self.generator_ab
+            return self.inference_network("generator_ab")
         if direction == "BtoA":
-            return self.generator_ba
+            return self.inference_network("generator_ba")
         raise GenlabError(f"cyclegan: unknown direction {direction!r} (valid: {', '.join(DIRECTIONS)})")
 
     @torch.no_grad()
     def translate_batch(
         self, source: torch.Tensor, generator: torch.Generator | None = None, direction: str = "AtoB", **options
     ) -> torch.Tensor:
-        """G_AB(source) for AtoB (A images (B, C_a, H, W)), G_BA(source) for BtoA; deterministic (no noise)."""
+        """G_AB(source) for AtoB (A images (B, C_a, H, W)), G_BA(source) for BtoA, or their averages;
+        deterministic (no noise)."""
         if options:
             raise TypeError(f"cyclegan.translate got unknown options: {', '.join(options)}")
         network = self.generator_for(direction)

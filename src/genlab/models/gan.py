@@ -24,7 +24,6 @@ from genlab.nn.dcgan import (
     TranslationGenerator,
     dcgan_upsamplings,
 )
-from genlab.nn.ema import averaged_copy, ema_update, power_ema_decay, power_ema_gamma
 from genlab.nn.layers import NormKind, init_gan_weights
 from genlab.nn.patchgan import PatchDiscriminator, patchgan_layers
 from genlab.utils import Generator, GenlabError, randn
@@ -110,8 +109,7 @@ class AdversarialModel(GenerativeModel):
         for module in self.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.momentum = config.bn_momentum
-        self.ema_generator = None if config.ema_length is None else averaged_copy(self.generator)
-        self.ema_gamma = None if config.ema_length is None else power_ema_gamma(config.ema_length)
+        self.keep_averages(config.ema_length, "generator")
         self.gan_loss = GANLoss(config.gan_loss)
         betas = (config.beta1, config.beta2)
         self.optimizers = {
@@ -159,9 +157,7 @@ class AdversarialModel(GenerativeModel):
             losses["loss_g_l1"] = F.l1_loss(fake.float(), real)
             loss_g = loss_g + self.config.lambda_l1 * losses["loss_g_l1"]
         self.optimize(loss_g, "generator")
-        if self.ema_generator is not None:  # self.step: the updates before this one (0: copy the weights)
-            decay = power_ema_decay(self.step, self.ema_gamma)
-            ema_update(self.ema_generator, self.generator, decay, average_buffers=True)
+        self.update_averages()
         return {"loss_g": loss_g.item(), **{name: value.item() for name, value in losses.items()}}
 
     def real_loss(self, logits: torch.Tensor) -> torch.Tensor:
@@ -207,7 +203,7 @@ class AdversarialModel(GenerativeModel):
     def run_generator(self, condition, z: torch.Tensor) -> torch.Tensor:
         """G in eval mode (BatchNorm running statistics, so each output depends on its own z alone); its average
         when the run keeps one (net.ema_length)."""
-        generator = self.generator if self.ema_generator is None else self.ema_generator
+        generator = self.inference_network("generator")
         was_training = generator.training
         generator.eval()
         try:

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from genlab.config import non_negative, positive, ranged, unit_interval
 from genlab.models.base import Abilities, GenerativeModel, frozen, register_model
 from genlab.models.losses import GANLoss, GANMode
-from genlab.nn.ema import averaged_copy, ema_update, power_ema_decay, power_ema_gamma
 from genlab.nn.layers import NormKind, init_gan_weights
 from genlab.nn.patchgan import PatchDiscriminator, patchgan_layers
 from genlab.nn.unet import UNetGenerator, unet_depth
@@ -113,8 +112,7 @@ class Pix2Pix(GenerativeModel):
             norm=config.norm,
         )
         init_gan_weights(self)
-        self.ema_generator = None if config.ema_length is None else averaged_copy(self.generator)
-        self.ema_gamma = None if config.ema_length is None else power_ema_gamma(config.ema_length)
+        self.keep_averages(config.ema_length, "generator")
         self.gan_loss = GANLoss(config.gan_loss)
         betas = (config.beta1, config.beta2)
         self.optimizers = {
@@ -145,9 +143,7 @@ class Pix2Pix(GenerativeModel):
         loss_g_l1 = F.l1_loss(fake.float(), target)
         loss_g = loss_g_gan + self.config.lambda_l1 * loss_g_l1
         self.optimize(loss_g, "generator")
-        if self.ema_generator is not None:  # self.step: the updates before this one (0: copy the weights)
-            decay = power_ema_decay(self.step, self.ema_gamma)
-            ema_update(self.ema_generator, self.generator, decay, average_buffers=True)
+        self.update_averages()
 
         return {
             "loss_g": loss_g.item(),
@@ -167,7 +163,7 @@ class Pix2Pix(GenerativeModel):
         dropout = options.pop("dropout", self.config.dropout_at_inference)
         if options:
             raise TypeError(f"pix2pix.translate got unknown options: {', '.join(options)}")
-        generator = self.generator if self.ema_generator is None else self.ema_generator
+        generator = self.inference_network("generator")
         was_training = generator.training
         generator.eval()
         if dropout:
