@@ -147,6 +147,34 @@ def test_guidance_interval_flag_is_parsed_checked_and_refused_without_a_sampler(
     assert code == 2 and "--guidance-interval: model 'pix2pix' has no diffusion sampler" in err
 
 
+def test_autoguidance_flag_translates_with_the_guide_and_names_the_evaluation(capsys, trained_run, tmp_path):
+    run = tmp_path / "cddim"
+    # the guide is the average after the second of 3 steps, so the final average differs from it
+    code = main(["train", "cddim", "--task", "facades-synth", "--size", "16", "--steps", "3", "--batch-size", "2",
+                 "--out", str(run), "--quiet", "--set", "net.base_width=8", "--set", "net.channel_mults=[1,2]",
+                 "--set", "net.timesteps=20", "--set", "net.autoguide_at=0.3"])
+    assert code == 0
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(2):
+        image = torch.randint(0, 256, (16, 16, 3), generator=generator, dtype=torch.uint8).numpy()
+        Image.fromarray(image).save(inputs / f"{index}.png")
+    outputs = {}
+    for weight in ("1", "3"):
+        out = tmp_path / f"w{weight}"
+        code, _, err = run_cli(capsys, "translate", run, inputs, "--out", out, "--steps", "3", "--autoguidance", weight)
+        assert code == 0, err
+        outputs[weight] = [np.asarray(Image.open(path)) for path in sorted(out.glob("*.png"))]
+    assert len(outputs["1"]) == 2 and any((a != b).any() for a, b in zip(outputs["1"], outputs["3"]))
+    code, _, err = run_cli(capsys, "evaluate", run, "--limit", "2", "--steps", "2", "--autoguidance", "2",
+                           "--features", "none", "--no-lpips")
+    assert code == 0, err
+    assert (run / "eval" / "test-step0000003-ddim2-eta1-ag2.json").is_file()
+    code, _, err = run_cli(capsys, "translate", trained_run, tmp_path, "--out", tmp_path / "o", "--autoguidance", "2")
+    assert code == 2 and "--autoguidance: model 'pix2pix' has no diffusion sampler" in err
+
+
 def test_existing_run_is_refused_and_kept(capsys, trained_run):
     before = (trained_run / "checkpoints" / "last.pt").read_bytes()
     code, _, err = run_cli(capsys, "train", "pix2pix", "--out", trained_run, "--steps", "1")

@@ -445,6 +445,7 @@ def _sampler_options(args) -> dict:
         raise GenlabError(f"--temperature must be 0 or more (1 = the prior itself), got {args.temperature}")
     pairs = (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta), ("guidance_scale", args.guidance),
              ("guidance_interval", getattr(args, "guidance_interval", None)),
+             ("autoguidance", getattr(args, "autoguidance", None)),
              ("temperature", getattr(args, "temperature", None)))
     return {key: value for key, value in pairs if value is not None}
 
@@ -544,6 +545,13 @@ def _add_sampler_options(parser) -> None:
         help="guide only at noise levels sigma = sqrt((1 - abar) / abar) in (LOW, HIGH], plain conditional "
         "elsewhere (Kynkaanniemi et al. 2024), e.g. 0,2.9 (the ddpm quick preset's; default: the run's "
         "net.guidance_interval, unset = every level; 0,1e9 covers every level)",
+    )
+    parser.add_argument(
+        "--autoguidance",
+        type=float,
+        metavar="W",
+        help="autoguidance weight (Karras et al. 2024) for runs trained with net.autoguide_at: also steer away "
+        "from the weaker network kept then, at every level; 1 = none (default: the run's net.autoguidance)",
     )
     parser.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
 

@@ -52,6 +52,7 @@ class EvalOptions:
     eta: float | None = None
     guidance_scale: float | None = None
     guidance_interval: tuple[float, float] | None = None  # guide only at noise levels sigma in (low, high]
+    autoguidance: float | None = None  # diffusion runs kept a guide network (net.autoguide_at): its weight
     temperature: float | None = None  # VAE families: scale of the prior draws (None: 1, the prior itself)
     checkpoint: str | None = None  # a checkpoint file of the run (default: checkpoints/last.pt)
     progress: bool = True
@@ -76,7 +77,8 @@ class EvalOptions:
     def sampler_options(self) -> dict[str, Any]:
         """The sampling options that were set (passed to the model as keyword arguments)."""
         values = {"sampler": self.sampler, "steps": self.steps, "eta": self.eta, "guidance_scale": self.guidance_scale,
-                  "guidance_interval": self.guidance_interval, "temperature": self.temperature}
+                  "guidance_interval": self.guidance_interval, "autoguidance": self.autoguidance,
+                  "temperature": self.temperature}
         return {key: value for key, value in values.items() if value is not None}
 
 
@@ -95,7 +97,7 @@ def evaluate_run(
 
 def eval_file_name(result: EvalResult) -> str:
     """`test-step0003000.json`, or `test-step0003000-ddim50-eta0-g3.json` with sampler settings (`-gi0.3-5`: a
-    guidance interval; `-t0.7`: a VAE's temperature)."""
+    guidance interval; `-ag2`: autoguidance; `-t0.7`: a VAE's temperature)."""
     name = f"{result.split}-step{result.step:07d}"
     sampler = result.sampler
     if sampler:
@@ -108,6 +110,8 @@ def eval_file_name(result: EvalResult) -> str:
         if sampler.get("guidance_interval"):
             low, high = sampler["guidance_interval"]
             name += f"-gi{low:g}-{high:g}"
+        if sampler.get("autoguidance", 1) != 1:
+            name += f"-ag{sampler['autoguidance']:g}"
         if "temperature" in sampler:
             name += f"-t{sampler['temperature']:g}"
     return name + ".json"

@@ -257,6 +257,36 @@ def test_guidance_is_one_batched_forward():
         guided_output(model, x, t, cond, None, 3.0)
 
 
+class WeakModel(CountingModel):
+    """A different network of the same kind: another response to x and to the label."""
+
+    def __call__(self, x, t, cond):
+        self.batches.append(x.shape[0])
+        return 0.3 * x - 0.002 * t.float().reshape(-1, 1, 1, 1) + 0.5 * cond.float().reshape(-1, 1, 1, 1)
+
+
+def test_autoguidance_adds_the_push_away_from_the_weaker_network():
+    """cond + (s - 1)(cond - uncond) + (w - 1)(cond - guide); at s = 1 the paper's guide + w (cond - guide); the
+    guide sees the condition, not the null label, and is not called at w = 1."""
+    x, t = torch.randn(3, 1, 4, 4), torch.full((3,), 7)
+    cond, null_cond = torch.tensor([0, 1, 2]), torch.full((3,), 10)
+    reference, weak_reference = CountingModel(), WeakModel()
+    conditional, unconditional = reference(x, t, cond), reference(x, t, null_cond)
+    weak = weak_reference(x, t, cond)
+    for scale, weight in ((3.0, 2.0), (1.0, 2.5)):
+        model, guide = CountingModel(), WeakModel()
+        output = guided_output(model, x, t, cond, null_cond, scale, guide, weight)
+        expected = conditional + (scale - 1) * (conditional - unconditional) + (weight - 1) * (conditional - weak)
+        torch.testing.assert_close(output, expected, rtol=0, atol=1e-5)
+        assert guide.batches == [3] and model.batches == ([6] if scale != 1 else [3])
+    torch.testing.assert_close(
+        guided_output(CountingModel(), x, t, cond, null_cond, 1.0, WeakModel(), 2.5), weak + 2.5 * (conditional - weak)
+    )
+    unused = WeakModel()
+    guided_output(CountingModel(), x, t, cond, null_cond, 3.0, unused, 1.0)
+    assert unused.batches == []  # weight 1: no autoguidance, no forward of the guide
+
+
 def test_sample_loop_guidance_forwards(schedule):
     model = CountingModel()
     x_T = torch.randn(2, 1, 4, 4)

@@ -1,3 +1,5 @@
+import io
+
 import pytest
 import torch
 
@@ -265,3 +267,93 @@ def test_guidance_interval_from_the_config_is_two_ordered_noise_levels():
         build_run_config("ddpm", "quick", {}, SMALL + ["net.guidance_interval=[0.3,5,7]"])
     with pytest.raises(GenlabError, match=r"net.guidance_interval: need 0 <= low < high"):
         ddpm(**{"net.guidance_interval": "[5,0.3]"})
+
+
+def _labelled_batch(seed, count=4):
+    generator = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(count, 1, 16, 16, generator=generator) * 2 - 1,
+            "label": torch.randint(0, 10, (count,), generator=generator)}
+
+
+def _train(model, progresses, first_batch=0):
+    for index, progress in enumerate(progresses):
+        model.budget_progress = progress  # what the trainer sets before each step
+        model.training_step(_labelled_batch(first_batch + index))
+        model.end_step()
+
+
+def test_autoguide_at_keeps_the_weight_average_of_that_point_of_training():
+    torch.manual_seed(0)
+    model = ddpm(**{"net.autoguide_at": 0.5})
+    assert not model.guide_taken and not any(p.requires_grad for p in model.guide_network.parameters())
+    _train(model, [0.0, 0.25])
+    assert not model.guide_taken
+    _train(model, [0.5], first_batch=2)  # the first step with half the budget spent takes the average
+    taken = {key: value.clone() for key, value in model.ema_network.state_dict().items()}
+    _train(model, [0.75], first_batch=3)
+    assert model.guide_taken
+    for key, value in model.guide_network.state_dict().items():
+        assert torch.equal(value, taken[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(model.guide_network.parameters(), model.ema_network.parameters()))
+    assert set(model.parameter_counts()) == {"network"}  # the average and the guide are frozen copies
+    assert "guide_taken" not in ddpm().state_dict()  # runs without a guide keep their checkpoint keys
+
+
+def test_autoguidance_samples_with_the_guide_and_resumes_exactly():
+    from genlab.diffusion.samplers import DDIMSampler, evenly_spaced_timesteps, sample_loop
+
+    torch.manual_seed(0)
+    half = ddpm(**{"net.autoguide_at": 0.5})
+    _train(half, [0.0, 0.25])
+    buffer = io.BytesIO()
+    torch.save(half.training_state(), buffer)  # a saved copy, as a checkpoint (no tensors shared with `half`)
+    buffer.seek(0)
+    resumed = ddpm(**{"net.autoguide_at": 0.5})
+    resumed.load_training_state(torch.load(buffer, weights_only=True))
+    torch.manual_seed(1)  # the steps draw noise levels and noise: both halves from the same RNG state
+    _train(resumed, [0.5, 0.75], first_batch=2)
+    torch.manual_seed(1)
+    _train(half, [0.5, 0.75], first_batch=2)
+    for (key, value), other in zip(half.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(value, other), key
+    assert resumed.guide_taken
+
+    labels = torch.arange(4)
+    x_T = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    options = {"steps": 5, "eta": 0.0, "guidance_scale": 3.0}
+    images = resumed.sample(4, labels=labels, x_T=x_T, autoguidance=2.0, **options)
+    reference = sample_loop(
+        resumed.ema_network, DDIMSampler(resumed.schedule, eta=0.0), evenly_spaced_timesteps(50, 5), x_T,
+        cond=labels, guidance_scale=3.0, null_cond=torch.full((4,), 10), guide_fn=resumed.guide_network,
+        guide_weight=2.0,
+    ).clamp(-1, 1)
+    torch.testing.assert_close(images, reference)
+    plain = resumed.sample(4, labels=labels, x_T=x_T, **options)
+    assert not torch.allclose(images, plain)  # the guide changed the samples
+    assert resumed.sampler_defaults()["autoguidance"] == 1.0
+
+
+def test_autoguidance_needs_a_guide_that_training_has_reached():
+    with pytest.raises(GenlabError, match="net.autoguidance=2 needs a guide network: set net.autoguide_at"):
+        ddpm(**{"net.autoguidance": 2})
+    with pytest.raises(GenlabError, match="--autoguidance: this run keeps no guide network"):
+        ddpm().check_sampling_options({"autoguidance": 2.0}, flags=True)
+    with pytest.raises(GenlabError, match="autoguidance must be 1 \\(none\\) or more, got 0.5"):
+        ddpm(**{"net.autoguide_at": 0.5}).check_sampling_options({"autoguidance": 0.5})
+    early = ddpm(**{"net.autoguide_at": 0.5})
+    with pytest.raises(GenlabError, match="has not reached net.autoguide_at=0.5 of its training yet"):
+        early.sample(2, labels=torch.arange(2), steps=2, autoguidance=2.0)
+    assert early.sample(2, labels=torch.arange(2), steps=2).shape == (2, 1, 16, 16)  # w = 1 needs no guide
+    # net.autoguidance is the default once the guide is taken; before (previews early in training) none
+    default = ddpm(**{"net.autoguide_at": 0.5, "net.autoguidance": 2})
+    x_T, labels = torch.randn(2, 1, 16, 16), torch.arange(2)
+    assert default.sampler_defaults()["autoguidance"] == 1.0
+    torch.testing.assert_close(default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T),
+                               default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T, autoguidance=1.0))
+    _train(default, [0.0, 0.5, 0.75])
+    assert default.sampler_defaults()["autoguidance"] == 2.0
+    torch.testing.assert_close(default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T),
+                               default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T, autoguidance=2.0))
+    ldm_config = build_run_config("ldm", "quick", {}, ["net.autoguide_at=0.25"])
+    with pytest.raises(GenlabError, match="net.autoguide_at: ldm keeps no autoguidance network"):
+        get_model_class("ldm").build(ldm_config.net, TaskSpec("fm", "labelled", 16, 1, 1, 10))

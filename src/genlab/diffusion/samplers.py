@@ -201,22 +201,35 @@ def guided_output(
     cond: torch.Tensor | None,
     null_cond: torch.Tensor | None,
     scale: float,
+    guide_fn: Network | None = None,
+    guide_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): uncond + scale * (cond - uncond).
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): uncond + scale * (cond - uncond), plus autoguidance.
 
     scale = 1 (or no condition) is exactly the conditional prediction, with a single forward on the batch.
     Otherwise both predictions come from ONE forward on [x, x] with [cond, null_cond] (batch 2B), the usual
     trade of memory for a single network call. `null_cond` is the "no condition" input of the same shape as
     `cond`: the null label (`LabelEmbedding.null_index`) or, for an image condition, what the network was
     trained with under condition dropout (e.g. zeros).
+
+    Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"): with a weaker
+    network `guide_fn` (fed the same condition) and `guide_weight` w != 1, (w - 1) * (cond - guide) is added, so
+    the output is cond + (scale - 1) (cond - uncond) + (w - 1) (cond - guide); at scale 1 that is eq. 2 of the
+    paper, guide + w (cond - guide). It pushes away from the weaker network's errors rather than from the
+    unconditional prediction, so it sharpens each class without pulling all of its samples toward one layout.
     """
+    autoguided = guide_fn is not None and guide_weight != 1.0
     if scale == 1.0 or cond is None:
-        return model_fn(x, t, cond)
-    if null_cond is None:
+        output = conditional = model_fn(x, t, cond)
+    elif null_cond is None:
         raise ValueError("classifier-free guidance with scale != 1 needs null_cond (the unconditional input)")
-    output = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_cond.to(cond.device)]))
-    conditional, unconditional = output.chunk(2)  # each (B, C, H, W)
-    return unconditional + scale * (conditional - unconditional)
+    else:
+        both = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_cond.to(cond.device)]))
+        conditional, unconditional = both.chunk(2)  # each (B, C, H, W)
+        output = unconditional + scale * (conditional - unconditional)
+    if autoguided:
+        output = output + (guide_weight - 1.0) * (conditional - guide_fn(x, t, cond))
+    return output
 
 
 def check_noise_interval(interval: Sequence[float]) -> tuple[float, float]:
@@ -264,6 +277,8 @@ def sample_loop(
     prediction: Prediction = "eps",
     callback: Callable[[int, StepOutput], None] | None = None,
     self_condition: bool = False,
+    guide_fn: Network | None = None,
+    guide_weight: float = 1.0,
 ) -> torch.Tensor:
     """Run `sampler` from x_T (B, C, H, W) through the descending `timesteps` down to the data; returns x0.
 
@@ -272,7 +287,8 @@ def sample_loop(
     `guidance_scale` is one scale, or one per level (`interval_guidance_scales`).
     `callback(t, step_output)` sees every intermediate step (for trajectories or progress images).
     With `self_condition` the network reads x_t beside the previous step's clean-image estimate (zeros at the
-    first step), as `diffusion_loss(self_condition=True)` trained it.
+    first step), as `diffusion_loss(self_condition=True)` trained it. `guide_fn` and `guide_weight`: autoguidance
+    at every level (`guided_output`).
     """
     levels = [int(t) for t in timesteps]
     if any(later >= earlier for earlier, later in zip(levels, levels[1:], strict=False)):
@@ -286,7 +302,9 @@ def sample_loop(
         t_prev = levels[index + 1] if index + 1 < len(levels) else -1
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)  # (B,)
         network_input = x if x0_estimate is None else self_conditioned_input(x, x0_estimate)
-        model_output = guided_output(model_fn, network_input, t_batch, cond, null_cond, scales[index])
+        model_output = guided_output(
+            model_fn, network_input, t_batch, cond, null_cond, scales[index], guide_fn, guide_weight
+        )
         output = sampler.step(model_output, t, t_prev, x, generator=generator, prediction=prediction)
         if callback is not None:
             callback(t, output)

@@ -58,7 +58,7 @@ class Abilities:
 
 
 # The options of the diffusion families' samplers (Abilities.sampler_options).
-DIFFUSION_SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance_scale", "guidance_interval")
+DIFFUSION_SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance_scale", "guidance_interval", "autoguidance")
 
 
 def option_name(key: str, flags: bool) -> str:
@@ -234,7 +234,8 @@ class GenerativeModel(nn.Module, ABC):
 
     def check_sampling_options(self, options: dict[str, Any], flags: bool = False) -> None:
         """Refuse sampling options this family does not take: the diffusion sampler's (sampler, steps, eta,
-        guidance_scale) and the VAE's temperature. `flags` names them as command-line options."""
+        guidance_scale, guidance_interval, autoguidance) and the VAE's temperature. `flags` names them as
+        command-line options."""
         given = [key for key in DIFFUSION_SAMPLER_OPTIONS if options.get(key) is not None]
         if given and not self.abilities.sampler_options:
             names = ", ".join(option_name(key, flags) for key in given)
@@ -484,11 +485,11 @@ class GenerativeModel(nn.Module, ABC):
             scaler.load_state_dict(scaler_state)
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameter count per top-level trained network (weight averages, ema_X, left out: they copy X)."""
+        """Parameter count per top-level network that trains (frozen copies, such as weight averages, left out)."""
         return {
             name: sum(p.numel() for p in module.parameters())
             for name, module in self.named_children()
-            if not name.startswith("ema_") and any(True for _ in module.parameters())
+            if any(p.requires_grad for p in module.parameters())
         }
 
 

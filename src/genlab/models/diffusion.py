@@ -94,6 +94,12 @@ class DiffusionConfig:
     # et al. 2024), plain conditional elsewhere; None = at every level.
     guidance_interval: tuple[float, float] | None = non_negative(None)
     ddpm_variance: Literal["beta", "posterior"] = "beta"
+    # Autoguidance (Karras et al. 2024): keep a frozen copy of the weight average as it stands when this fraction
+    # of the training budget is spent, a weaker version of the final network to guide sampling with; None = none.
+    autoguide_at: float | None = ranged(None, 0, 1, low_open=True, high_open=True)
+    # The autoguidance weight w when sampling (1 = none; needs a run trained with autoguide_at): the output is
+    # cond + (guidance_scale - 1) (cond - uncond) + (w - 1) (cond - guide), at every level.
+    autoguidance: float = ranged(1.0, 1)
     preview_steps: int = positive(20)  # DDIM steps for the training preview grids (cheap)
 
 
@@ -122,6 +128,14 @@ class DiffusionModel(GenerativeModel):
                 "net.guidance_scale=1 or a label dropout such as 0.1"
             )
         self.ema_network = averaged_copy(self.network)
+        self.guide_network = None if config.autoguide_at is None else averaged_copy(self.network)
+        # Whether guide_network holds the average yet (saved with the weights, so a resumed run knows).
+        self.register_buffer("guide_taken", torch.tensor(False), persistent=config.autoguide_at is not None)
+        if config.autoguidance != 1 and config.autoguide_at is None:
+            raise GenlabError(
+                f"net.autoguidance={config.autoguidance:g} needs a guide network: set net.autoguide_at (e.g. 0.25, "
+                "the weight average a quarter of the way through training) or net.autoguidance=1"
+            )
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
         self.level_probabilities = None
         if config.log_sigma_normal is not None:
@@ -151,7 +165,14 @@ class DiffusionModel(GenerativeModel):
             defaults["guidance_scale"] = config.guidance_scale
             if config.guidance_interval is not None:
                 defaults["guidance_interval"] = config.guidance_interval
+        if self.guide_network is not None:
+            defaults["autoguidance"] = self.default_autoguidance
         return defaults
+
+    @property
+    def default_autoguidance(self) -> float:
+        """net.autoguidance once training has taken the guide network; 1 (none) before, as in early previews."""
+        return self.config.autoguidance if bool(self.guide_taken) else 1.0
 
     def sampler_record(self, given: dict[str, Any]) -> dict[str, Any]:
         record = super().sampler_record(given)
@@ -168,6 +189,16 @@ class DiffusionModel(GenerativeModel):
                 f"{option_name('guidance_scale', flags)}: this run was trained with net.label_dropout=0, so its null "
                 "label (what guidance steers away from) was never trained; sample with guidance 1"
             )
+        autoguidance = options.get("autoguidance")
+        if autoguidance is not None:
+            name = option_name("autoguidance", flags)
+            if not autoguidance >= 1:
+                raise GenlabError(f"{name} must be 1 (none) or more, got {autoguidance}")
+            if autoguidance != 1 and self.guide_network is None:
+                raise GenlabError(
+                    f"{name}: this run keeps no guide network (it was trained without net.autoguide_at); sample "
+                    "with autoguidance 1, or train with --set net.autoguide_at=0.25"
+                )
         sampler = options.get("sampler") or self.config.sampler
         if options.get("eta") is not None and sampler == "ddpm":
             # eta is DDIM's noise level; the ancestral DDPM sampler has its own (net.ddpm_variance)
@@ -240,6 +271,9 @@ class DiffusionModel(GenerativeModel):
         config = self.config
         decay = ema_decay(self.ema_updates, self.ema_gamma, config.ema_decay) if config.ema_warmup else config.ema_decay
         ema_update(self.ema_network, self.network, decay)
+        if self.guide_network is not None and not self.guide_taken and self.budget_progress >= config.autoguide_at:
+            self.guide_network.load_state_dict(self.ema_network.state_dict())
+            self.guide_taken.fill_(True)
         return {"loss": losses["loss"].item(), "image_loss": losses["image_loss"].item()}
 
     @property
@@ -299,13 +333,28 @@ class DiffusionModel(GenerativeModel):
         eta: float | None = None,
         guidance_scale: float = 1.0,
         guidance_interval: tuple[float, float] | None = None,
+        autoguidance: float | None = None,
         use_ema: bool = True,
         progress: bool = False,
     ) -> torch.Tensor:
         """Run the reverse process from x_T (drawn from `generator` unless given) to images (B, C, H, W).
 
-        `guidance_interval` (low, high): guide only at noise levels sigma in (low, high]; None: at every level."""
+        `guidance_interval` (low, high): guide only at noise levels sigma in (low, high]; None: at every level.
+        `autoguidance` w (None: net.autoguidance, or 1 before the guide is taken): guide with the network kept at
+        net.autoguide_at as well."""
         config = self.config
+        if autoguidance is None:  # the run's default, once training has taken the guide (not in early previews)
+            autoguidance = self.default_autoguidance
+        autoguidance = float(autoguidance)
+        guide = None
+        if autoguidance != 1:
+            self.check_sampling_options({"autoguidance": autoguidance})
+            if not self.guide_taken:
+                raise GenlabError(
+                    f"autoguidance: this run has not reached net.autoguide_at={config.autoguide_at:g} of its training "
+                    "yet, so its guide network is not taken; train it further or sample with autoguidance 1"
+                )
+            guide = self.guide_network.eval()
         sampler = sampler or config.sampler
         steps = steps or (config.timesteps if sampler == "ddpm" else config.sample_steps)
         if not 1 <= steps <= config.timesteps:
@@ -338,6 +387,8 @@ class DiffusionModel(GenerativeModel):
                 null_cond=null_cond,
                 prediction=config.prediction,
                 self_condition=config.self_condition,
+                guide_fn=guide,
+                guide_weight=autoguidance,
             )
         return images.float().clamp(-1.0, 1.0)
 

@@ -161,6 +161,10 @@ class LatentDiffusion(DiffusionModel):
     def __init__(self, config: LatentDiffusionConfig, spec) -> None:
         if spec.image_size % config.ae_factor:
             raise GenlabError(f"net.ae_factor {config.ae_factor} must divide data.image_size {spec.image_size}")
+        if config.autoguide_at is not None:
+            # The fraction would count the autoencoder's stage too, and the guide could be taken before the
+            # diffusion stage trained at all.
+            raise GenlabError("net.autoguide_at: ldm keeps no autoguidance network (ddpm and cddim do); leave it unset")
         super().__init__(config, spec)
         ae_config = config.autoencoder_config()
         self.autoencoder = KLAutoencoder(
