@@ -231,7 +231,7 @@ def test_the_ddpm_sampler_refuses_eta_and_records_the_levels_it_runs():
         ddpm(**{"net.sampler": "ddpm"}).sample(1, eta=0.0)
     model.check_sampling_options({"sampler": "ddim", "eta": 0.5})
     assert model.sampler_record({"sampler": "ddpm"}) == {"sampler": "ddpm", "steps": 50, "guidance_scale": 7.0,
-                                                         "guidance_interval": (0.0, 2.9)}
+                                                         "guidance_interval": (0.0, 2.9), "autoguidance": 1.0}
     assert model.sampler_record({"sampler": "ddpm", "steps": 10})["steps"] == 10
     assert model.sampler_record({})["sampler"] == "ddim" and model.sampler_record({})["eta"] == 1.0
 
@@ -269,6 +269,9 @@ def test_guidance_interval_from_the_config_is_two_ordered_noise_levels():
         ddpm(**{"net.guidance_interval": "[5,0.3]"})
 
 
+NO_GUIDE = {"net.autoguide_at": "null", "net.autoguidance": 1}  # the quick preset keeps a guide
+
+
 def _labelled_batch(seed, count=4):
     generator = torch.Generator().manual_seed(seed)
     return {"image": torch.rand(count, 1, 16, 16, generator=generator) * 2 - 1,
@@ -296,7 +299,7 @@ def test_autoguide_at_keeps_the_weight_average_of_that_point_of_training():
         assert torch.equal(value, taken[key]), key
     assert any(not torch.equal(a, b) for a, b in zip(model.guide_network.parameters(), model.ema_network.parameters()))
     assert set(model.parameter_counts()) == {"network"}  # the average and the guide are frozen copies
-    assert "guide_taken" not in ddpm().state_dict()  # runs without a guide keep their checkpoint keys
+    assert "guide_taken" not in ddpm(**NO_GUIDE).state_dict()  # runs without a guide keep their checkpoint keys
 
 
 def test_autoguidance_samples_with_the_guide_and_resumes_exactly():
@@ -328,16 +331,16 @@ def test_autoguidance_samples_with_the_guide_and_resumes_exactly():
         guide_weight=2.0,
     ).clamp(-1, 1)
     torch.testing.assert_close(images, reference)
-    plain = resumed.sample(4, labels=labels, x_T=x_T, **options)
+    plain = resumed.sample(4, labels=labels, x_T=x_T, autoguidance=1.0, **options)
     assert not torch.allclose(images, plain)  # the guide changed the samples
-    assert resumed.sampler_defaults()["autoguidance"] == 1.0
+    assert resumed.sampler_defaults()["autoguidance"] == 4.0  # the quick preset's
 
 
 def test_autoguidance_needs_a_guide_that_training_has_reached():
     with pytest.raises(GenlabError, match="net.autoguidance=2 needs a guide network: set net.autoguide_at"):
-        ddpm(**{"net.autoguidance": 2})
+        ddpm(**{"net.autoguide_at": "null", "net.autoguidance": 2})
     with pytest.raises(GenlabError, match="--autoguidance: this run keeps no guide network"):
-        ddpm().check_sampling_options({"autoguidance": 2.0}, flags=True)
+        ddpm(**NO_GUIDE).check_sampling_options({"autoguidance": 2.0}, flags=True)
     with pytest.raises(GenlabError, match="autoguidance must be 1 \\(none\\) or more, got 0.5"):
         ddpm(**{"net.autoguide_at": 0.5}).check_sampling_options({"autoguidance": 0.5})
     early = ddpm(**{"net.autoguide_at": 0.5})
