@@ -516,6 +516,11 @@ class ConditionalDDIM(DiffusionModel):
             # 32 px, two of them: PSNR +0.4 and +0.9 dB, domain FID 5.96 vs 6.57 and 4.77 vs 5.97; facades-synth
             # at 64 px: mIoU 0.272 vs 0.239); README, "Min-SNR weighting and stochastic DDIM".
             "net.eta": 1.0,
+            # Autoguidance with the weight average a quarter of the way through training, on edges2fashion (32
+            # px, 40k images, seeds 0-2): domain FID 4.46/5.07/4.97 against 5.77/6.37/5.70 and SSIM +0.012 to
+            # +0.020 on each seed, PSNR 0.1-0.2 dB lower, class accuracy a tie; README, "Autoguidance".
+            "net.autoguide_at": 0.25,
+            "net.autoguidance": 2.0,
         },
     }
 
