@@ -355,8 +355,9 @@ def test_autoguidance_needs_a_guide_that_training_has_reached():
                                default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T, autoguidance=1.0))
     _train(default, [0.0, 0.5, 0.75])
     assert default.sampler_defaults()["autoguidance"] == 2.0
-    torch.testing.assert_close(default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T),
-                               default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T, autoguidance=2.0))
+    guided = default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T)
+    torch.testing.assert_close(guided, default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T, autoguidance=2.0))
+    assert not torch.allclose(guided, default.sample(2, labels=labels, steps=2, eta=0.0, x_T=x_T, autoguidance=1.0))
     ldm_config = build_run_config("ldm", "quick", {}, ["net.autoguide_at=0.25"])
     with pytest.raises(GenlabError, match="net.autoguide_at: ldm keeps no autoguidance network"):
         get_model_class("ldm").build(ldm_config.net, TaskSpec("fm", "labelled", 16, 1, 1, 10))
