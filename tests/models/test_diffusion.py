@@ -333,7 +333,7 @@ def test_autoguidance_samples_with_the_guide_and_resumes_exactly():
     torch.testing.assert_close(images, reference)
     plain = resumed.sample(4, labels=labels, x_T=x_T, autoguidance=1.0, **options)
     assert not torch.allclose(images, plain)  # the guide changed the samples
-    assert resumed.sampler_defaults()["autoguidance"] == 4.0  # the quick preset's
+    assert resumed.sampler_defaults()["autoguidance"] == 3.0  # the quick preset's
 
 
 def test_autoguidance_needs_a_guide_that_training_has_reached():
