@@ -204,7 +204,8 @@ def _add_train(commands) -> None:
     )
     train.add_argument(
         "--load-size", type=int, help="resize to this size before the random crop (sets data.load_size; "
-        "default: --size x 300/256, as pix2pix's 256 -> 286/300 jitter)"
+        "default: --size x the task's data.load_scale: 300/256 for photos, as pix2pix's 256 -> 286/300 jitter; 1, no "
+        "jitter, for Fashion-MNIST's centred garments)"
     )
     train.add_argument("--crop-size", type=int, help="random crop size = the model's image size (as --size)")
     train.add_argument(

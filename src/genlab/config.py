@@ -111,16 +111,22 @@ def check_range(value: Any, allowed: Range | None, where: str) -> Any:
     return value
 
 
+# pix2pix's and the seed report's jitter for photos: resize 256 -> 300, then a random 256 crop.
+PHOTO_LOAD_SCALE = 300 / 256
+
+
 @dataclass
 class DataConfig:
     """Which task to train on and how its images are prepared."""
 
     task: str = "facades-synth"
     image_size: int = ranged(64, 4, 4096)  # side of the square images the model sees; families may need more
-    # Resize-then-crop jitter (pix2pix / the seed report: 256 -> 300 -> random crop 256). None: size * 300/256.
+    # Resize-then-crop jitter (pix2pix / the seed report: 256 -> 300 -> random crop 256). None: size * load_scale.
     load_size: int | None = ranged(None, 4, 8192)
-    # load_size / image_size when load_size is None, so the jitter follows --size (300/256: pix2pix's 286-300 px).
-    load_scale: float = ranged(300 / 256, 1, 8)
+    # load_size / image_size when load_size is None, so the jitter follows --size. None: the task's own, 300/256
+    # (pix2pix's 286-300 px) for photos, 1 (no jitter) for centred objects such as Fashion-MNIST's garments,
+    # whose test images are never cropped (a jittered training set is at domain FID 5.4 from them; README).
+    load_scale: float | None = ranged(None, 1, 8)
     # Which side of a folder task's pairs is the source: AtoB (left/A -> right/B) or BtoA (swapped on load).
     direction: Literal["AtoB", "BtoA"] = "AtoB"
     flip: bool = True  # random horizontal flip, identical for both images of a pair
@@ -129,10 +135,13 @@ class DataConfig:
     train_limit: int | None = ranged(None, 1)
     skip_bad_files: bool = False  # skip unreadable images with a warning instead of stopping
 
-    def resolved_load_size(self) -> int:
+    def resolved_load_size(self, task_load_scale: float = PHOTO_LOAD_SCALE) -> int:
+        """The size training images are resized to before the random crop; `task_load_scale` stands in for an
+        unset load_scale (the task's own: `Task.load_scale`)."""
         if self.load_size is not None:
             return self.load_size
-        return int(round(self.image_size * self.load_scale))
+        scale = task_load_scale if self.load_scale is None else self.load_scale
+        return int(round(self.image_size * scale))
 
 
 @dataclass

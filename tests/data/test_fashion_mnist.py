@@ -23,7 +23,7 @@ from genlab.data.fashion_mnist import (
     read_idx,
     write_idx,
 )
-from genlab.utils import GenlabError
+from genlab.utils import GenlabError, uint8_to_signed
 
 REAL = Path("/usr/share/datasets/fashion-mnist")
 
@@ -175,6 +175,35 @@ def test_edges2fashion_paired_and_unpaired(tmp_path):
     assert torch.equal(split.fields["a"], edges[:5]) and torch.equal(split.fields["b"], garments[5:])
     assert split.names == test.names[:5]
     assert unpaired.training_batch(step=0, batch_size=4, seed=0)["a"].shape == (4, 1, 32, 32)
+
+
+
+@pytest.mark.parametrize("task_name", ["fashion-mnist", "edges2fashion", "edges2fashion-unpaired"])
+def test_garment_tasks_train_without_crop_jitter_by_default(tmp_path, task_name):
+    """Centred garments: a training batch is its split's images (mirrored or not), never rescaled or shifted;
+    an explicit load_scale still jitters."""
+    _write_set(tmp_path / "data", train=40, test=10)
+    builders = {"fashion-mnist": build_fashion_mnist_task, "edges2fashion": build_edges2fashion_task,
+                "edges2fashion-unpaired": build_edges2fashion_unpaired_task}
+    config = DataConfig(task=task_name, image_size=32, data_root=str(tmp_path / "data"))
+    task = builders[task_name](config)
+    assert (task.load_scale, task.load_size) == (1.0, 32)
+    images = {key: uint8_to_signed(value) for key, value in task.split("train").fields.items()
+              if value.dtype == torch.uint8}
+    batch = task.training_batch(step=3, batch_size=8, seed=0)
+    for key, value in batch.items():
+        if key == "label":
+            continue
+        for image in value:  # every image is one of its field's training images, as it is or mirrored
+            candidates = torch.cat([images[key], images[key].flip(-1)])
+            assert (candidates - image).abs().flatten(1).amax(1).min() == 0
+    jittered = builders[task_name](DataConfig(task=task_name, image_size=32, load_scale=300 / 256,
+                                              data_root=str(tmp_path / "data")))
+    assert (jittered.load_scale, jittered.load_size) == (300 / 256, 38)
+    key = next(key for key in batch if key != "label")
+    crops = jittered.training_batch(step=3, batch_size=8, seed=0)[key]
+    candidates = torch.cat([images[key], images[key].flip(-1)])
+    assert any((candidates - crop).abs().flatten(1).amax(1).min() > 0.1 for crop in crops)
 
 
 def test_edge_map_of_a_square_is_its_outline():

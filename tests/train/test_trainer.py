@@ -69,6 +69,18 @@ def test_run_directory_layout_and_loading(toy_task, tmp_path):
     assert torch.allclose(model.translate(source), expected, atol=1e-6)
 
 
+
+def test_the_task_s_jitter_is_recorded_in_the_run(toy_task, tmp_path):
+    """An unset data.load_scale trains with the task's own and writes it down, so a resume or a later genlab
+    with another default cannot train the rest of the run differently."""
+    config = toy_config(steps=2)
+    assert config.data.load_scale is None
+    train(config, tmp_path / "run", progress=False)
+    assert resume_config(tmp_path / "run").data.load_scale == 300 / 256  # toy-paired: a photo task's default
+    document = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert document["config"]["data"]["load_scale"] == 300 / 256
+
+
 def test_keep_checkpoints_prunes_oldest(toy_task, tmp_path):
     config = toy_config(steps=12, keep_checkpoints=2)
     config.train.checkpoint_every = 2

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from genlab.config import DataConfig
+from genlab.config import PHOTO_LOAD_SCALE, DataConfig
 from genlab.data.transforms import jitter_batch
 from genlab.utils import GenlabError, derive_seed, make_generator, uint8_to_signed
 
@@ -82,19 +82,31 @@ class Task:
     """A named dataset with a spec and lazily built splits."""
 
     def __init__(
-        self, spec: TaskSpec, load_split: Callable[[str], ImageSplit], config: DataConfig | None = None
+        self,
+        spec: TaskSpec,
+        load_split: Callable[[str], ImageSplit],
+        config: DataConfig | None = None,
+        default_load_scale: float = PHOTO_LOAD_SCALE,
     ) -> None:
+        """`default_load_scale` is the training jitter's resize factor where `config.load_scale` is unset: the
+        task's own (1 = no jitter for tasks whose test images are centred and uncropped)."""
         self.spec = spec
         self.config = config or DataConfig(task=spec.name, image_size=spec.image_size)
+        self.load_scale = default_load_scale if self.config.load_scale is None else self.config.load_scale
         self._load_split = load_split
         self._splits: dict[str, ImageSplit] = {}
-        load_size = self.config.resolved_load_size()
+        load_size = self.load_size
         if spec.image_size * 2 < load_size:
             warnings.warn(
                 f"data.image_size {spec.image_size} is less than half of data.load_size {load_size}: each training "
                 "crop sees under a quarter of the image (was --size changed but not --load-size?)",
                 stacklevel=2,
             )
+
+    @property
+    def load_size(self) -> int:
+        """The size training images are resized to before their random crop of spec.image_size."""
+        return self.config.resolved_load_size(self.load_scale)
 
     def split(self, name: str) -> ImageSplit:
         if name not in SPLITS:
@@ -158,7 +170,7 @@ class Task:
         if augment:
             floats = jitter_batch(
                 floats,
-                load_size=self.config.resolved_load_size(),
+                load_size=self.load_size,
                 crop_size=self.spec.image_size,
                 flip=self.config.flip,
                 nearest_fields=self.spec.label_map_fields,

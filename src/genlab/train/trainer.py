@@ -132,6 +132,7 @@ def _train_locked(
         _prepare_run_dir(run_dir, resume)
     seed_everything(config.seed)  # the same seed on every rank: identical initial weights
     task = get_task(config.data)
+    config.data.load_scale = task.load_scale  # the task's jitter, recorded in config.yaml and the checkpoints
     model = build_model(config, task)
     model.check_budget(config.train.step_budget())  # e.g. ldm: a budget that ends before its diffusion stage
     if dist.is_main:
