@@ -83,7 +83,7 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     options = EvalOptions(features=("domain",), count=20, limit=40, steps=3, guidance_scale=2.0)
     result = evaluate_run(tmp_path / "ddpm", options, device="cpu")
     assert result.extra["conditional"] is True and result.count == 20
-    # eta 1, guidance 7 and its interval (0, 2.9], autoguidance 3 (the guide was taken at the second step, a
+    # eta 1, guidance 2 and its interval (0, 2.9], autoguidance 3 (the guide was taken at the second step, a
     # quarter of the budget spent) are the quick preset's; steps and guidance were given.
     assert result.sampler == {"sampler": "ddim", "steps": 3, "eta": 1.0, "guidance_scale": 2.0,
                               "guidance_interval": (0.0, 2.9), "autoguidance": 3.0}
@@ -95,13 +95,13 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
     worst = result.score("worst_class_accuracy")
     assert 0 <= worst.value <= accuracy.value and worst.count == 2 and worst.notes[0].startswith("class '")
     other = evaluate_run(tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2), device="cpu")
-    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g7-gi0-2.9-ag3.json").is_file()  # both kept
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g2-gi0-2.9-ag3.json").is_file()  # both kept
     assert other.sampler["steps"] == 2
     interval = evaluate_run(
         tmp_path / "ddpm", EvalOptions(features=(), count=4, steps=2, guidance_interval=(0.3, 5)), device="cpu"
     )
     assert interval.sampler["guidance_interval"] == (0.3, 5.0)
-    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g7-gi0.3-5-ag3.json").is_file()
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim2-eta1-g2-gi0.3-5-ag3.json").is_file()
     with pytest.raises(GenlabError, match="evaluate: guidance_interval: need 0 <= low < high"):
         EvalOptions(guidance_interval=(5, 0.3))
 

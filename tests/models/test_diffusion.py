@@ -230,14 +230,14 @@ def test_the_ddpm_sampler_refuses_eta_and_records_the_levels_it_runs():
     with pytest.raises(GenlabError, match="eta: the ddpm sampler takes no eta"):
         ddpm(**{"net.sampler": "ddpm"}).sample(1, eta=0.0)
     model.check_sampling_options({"sampler": "ddim", "eta": 0.5})
-    assert model.sampler_record({"sampler": "ddpm"}) == {"sampler": "ddpm", "steps": 50, "guidance_scale": 7.0,
+    assert model.sampler_record({"sampler": "ddpm"}) == {"sampler": "ddpm", "steps": 50, "guidance_scale": 2.0,
                                                          "guidance_interval": (0.0, 2.9), "autoguidance": 1.0}
     assert model.sampler_record({"sampler": "ddpm", "steps": 10})["steps"] == 10
     assert model.sampler_record({})["sampler"] == "ddim" and model.sampler_record({})["eta"] == 1.0
 
 
 def test_guidance_needs_a_null_label_trained_by_label_dropout():
-    with pytest.raises(GenlabError, match="net.guidance_scale=7 needs net.label_dropout > 0"):
+    with pytest.raises(GenlabError, match="net.guidance_scale=2 needs net.label_dropout > 0"):
         ddpm(**{"net.label_dropout": 0.0})
     plain = ddpm(**{"net.label_dropout": 0.0, "net.guidance_scale": 1.0})
     assert plain.sample(1, steps=2).shape == (1, 1, 16, 16)
