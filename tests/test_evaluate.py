@@ -80,14 +80,14 @@ def test_generation_run_gets_class_accuracy(tmp_path, tiny_domain_recipes):
          "train.preview_count=2", "data.train_limit=64"],
     )
     train(config, tmp_path / "ddpm", progress=False)
-    options = EvalOptions(features=("domain",), count=20, limit=40, steps=3, guidance_scale=2.0)
+    options = EvalOptions(features=("domain",), count=20, limit=40, steps=3, guidance_scale=3.0)
     result = evaluate_run(tmp_path / "ddpm", options, device="cpu")
     assert result.extra["conditional"] is True and result.count == 20
     # eta 1, guidance 2 and its interval (0, 2.9], autoguidance 3 (the guide was taken at the second step, a
     # quarter of the budget spent) are the quick preset's; steps and guidance were given.
-    assert result.sampler == {"sampler": "ddim", "steps": 3, "eta": 1.0, "guidance_scale": 2.0,
+    assert result.sampler == {"sampler": "ddim", "steps": 3, "eta": 1.0, "guidance_scale": 3.0,
                               "guidance_interval": (0.0, 2.9), "autoguidance": 3.0}
-    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim3-eta1-g2-gi0-2.9-ag3.json").is_file()
+    assert (tmp_path / "ddpm" / "eval" / "test-step0000002-ddim3-eta1-g3-gi0-2.9-ag3.json").is_file()
     accuracy = result.score("class_accuracy")
     assert 0 <= accuracy.value <= 1 and accuracy.notes == ("chance 10.0%",)
     assert accuracy.network.name.startswith("domain:fashion-mnist classifier")

@@ -177,7 +177,6 @@ def test_edges2fashion_paired_and_unpaired(tmp_path):
     assert unpaired.training_batch(step=0, batch_size=4, seed=0)["a"].shape == (4, 1, 32, 32)
 
 
-
 @pytest.mark.parametrize("task_name", ["fashion-mnist", "edges2fashion", "edges2fashion-unpaired"])
 def test_garment_tasks_train_without_crop_jitter_by_default(tmp_path, task_name):
     """Centred garments: a training batch is its split's images (mirrored or not), never rescaled or shifted;
