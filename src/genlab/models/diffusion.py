@@ -522,10 +522,10 @@ class ConditionalDDIM(DiffusionModel):
             # at 64 px: mIoU 0.272 vs 0.239); README, "Min-SNR weighting and stochastic DDIM".
             "net.eta": 1.0,
             # Autoguidance with the weight average a quarter of the way through training, on edges2fashion (32
-            # px, 40k images, seeds 0-2): domain FID 4.46/5.07/4.97 against 5.77/6.37/5.70 and SSIM +0.012 to
-            # +0.020 on each seed, PSNR 0.1-0.2 dB lower, class accuracy a tie. On facades-synth (64 px, 1.5 min,
-            # 3 seeds) a trade: domain FID 0.36 vs 0.61 and FCN mIoU 0.43 vs 0.39, PSNR 11.5 vs 13.2 dB; README,
-            # "Autoguidance".
+            # px, 40k images, seeds 0-2, without the crop jitter): domain FID 2.60/2.61/2.80 against 3.01/2.87/
+            # 3.03, SSIM 0.006-0.023 and PSNR 0.2-0.3 dB lower; at 15 minutes (seed 0) FID 1.17 against 1.45,
+            # SSIM 0.668 against 0.674. On facades-synth (64 px, 1.5 min, 3 seeds) a trade: domain FID 0.36 vs
+            # 0.61 and FCN mIoU 0.43 vs 0.39, PSNR 11.5 vs 13.2 dB; README, "Autoguidance".
             "net.autoguide_at": 0.25,
             "net.autoguidance": 2.0,
         },
