@@ -47,9 +47,11 @@ def test_quick_translators_beat_the_mean_photo_on_ssim(tmp_path, model):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["cvae", "cgan"])
 def test_quick_class_conditional_samples_are_read_as_their_class(tmp_path, model):
+    """The README's seeds 0-2: cvae 87.5/85.5/85.8% (without the crop jitter), cgan 85.1/85.2/87.3%; chance 10%,
+    real test garments about 91%."""
     run = _trained(tmp_path, model, "fashion-mnist")
     result = evaluate_run(run, EvalOptions(features=("domain",), count=1000), device="cpu")
-    assert result.score("class_accuracy").value >= 0.80  # chance 10%, real test garments about 91%
+    assert result.score("class_accuracy").value >= 0.83
 
 
 @pytest.mark.slow
