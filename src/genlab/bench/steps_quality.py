@@ -32,13 +32,18 @@ def measure(
         judges = judges or Judges(task, options)  # one judge and one set of real references for every setting
         result = evaluate_model(model, task, options, run=str(run_dir), step=loaded.step, judges=judges)
         rows.append((sampler, steps, result.extra["seconds_per_image"], result))
-        print(_markdown([_row(rows[-1])], header=len(rows) == 1), flush=True)
+        print(markdown_table([_row(rows[-1])], header=len(rows) == 1), flush=True)
     return rows
 
 
 def _row(entry: tuple[str, int, float, EvalResult]) -> dict:
     sampler, steps, seconds, result = entry
-    row: dict = {"sampler": sampler, "steps": steps, "seconds_per_image": seconds}
+    return {"sampler": sampler, "steps": steps, "seconds_per_image": seconds, **headline_row(result)}
+
+
+def headline_row(result: EvalResult) -> dict[str, float]:
+    """The HEADLINE scores a result has (those skipped or not applicable left out)."""
+    row = {}
     for metric in HEADLINE:
         score = result.score(metric)
         if score is not None and score.ok:
@@ -46,7 +51,8 @@ def _row(entry: tuple[str, int, float, EvalResult]) -> dict:
     return row
 
 
-def _markdown(rows: list[dict], header: bool = True) -> str:
+def markdown_table(rows: list[dict], header: bool = True) -> str:
+    """Rows of one shape as a Markdown table (floats to 4 significant digits); `header` false: the rows alone."""
     keys = list(rows[0])
     lines = []
     if header:

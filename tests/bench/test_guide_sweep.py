@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from genlab.api import load_run
+from genlab.bench.guide_sweep import guide_from_checkpoint, nearest_step, numbered_checkpoints, sweep
+from genlab.evaluate import EvalOptions, evaluate_run
+from genlab.runs import build_run_config
+from genlab.train.trainer import train
+from genlab.utils import GenlabError
+
+
+@pytest.fixture(scope="module")
+def guided_run(tmp_path_factory):
+    """A tiny cddim run of 4 steps that takes its guide half-way (after update 3) and keeps every checkpoint."""
+    run = tmp_path_factory.mktemp("runs") / "cddim"
+    config = build_run_config(
+        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": 4,
+                           "train.batch_size": 2},
+        ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.sample_steps=3",
+         "net.autoguide_at=0.5", "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2"],
+    )
+    train(config, run, progress=False)
+    return run
+
+
+def test_nearest_step():
+    assert nearest_step([1, 2, 3, 4], 2.4) == 2 and nearest_step([1, 2, 3, 4], 2.5) == 2  # a tie: the earlier
+    assert nearest_step([500, 1000], 10_000) == 1000
+    with pytest.raises(GenlabError, match="no numbered checkpoints"):
+        nearest_step([], 3)
+
+
+def test_guide_is_the_weight_average_of_the_chosen_checkpoint(guided_run):
+    checkpoints = numbered_checkpoints(guided_run)
+    assert sorted(checkpoints) == [1, 2, 3, 4]
+    model = load_run(guided_run).model
+    guide_from_checkpoint(model, checkpoints[1])
+    early = load_run(guided_run, checkpoint=str(checkpoints[1])).model.ema_network.state_dict()
+    for key, value in model.guide_network.state_dict().items():
+        assert torch.equal(value, early[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(model.guide_network.parameters(), model.ema_network.parameters()))
+
+
+def test_sweep_at_the_trained_fraction_scores_as_the_run_itself(guided_run):
+    # autoguide_at 0.5 of 4 steps: the guide is the average after update 3, i.e. checkpoint step 3 = 0.75
+    rows = sweep(guided_run, [0.75, 0.25], [2.0, 3.0], limit=4, batch_size=4, features=())
+    assert [(row["guide_step"], row["weight"]) for row in rows] == [(3, 2.0), (3, 3.0), (1, 2.0), (1, 3.0)]
+    assert rows[0]["guide_fraction"] == 0.75
+    for row in rows[:2]:
+        own = evaluate_run(guided_run, EvalOptions(features=(), lpips=False, diversity_inputs=0, limit=4,
+                                                   batch_size=4, autoguidance=row["weight"], progress=False),
+                           write=False)
+        assert row["psnr"] == own.score("psnr").value and row["ssim"] == own.score("ssim").value
+    assert rows[0]["psnr"] != rows[2]["psnr"]  # another guide, other translations
+
+
+def test_sweep_needs_a_run_with_a_guide(tmp_path):
+    config = build_run_config(
+        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": 1,
+                           "train.batch_size": 2},
+        ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.autoguide_at=null",
+         "net.autoguidance=1", "train.preview_count=2"],
+    )
+    train(config, tmp_path / "plain", progress=False)
+    with pytest.raises(GenlabError, match="keeps no guide network"):
+        sweep(tmp_path / "plain", [0.5], [2.0], limit=2, features=())
