@@ -3,8 +3,17 @@ import copy
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from genlab.nn.ema import ema_decay, ema_update, first_capped_update, power_ema_decay, power_ema_gamma
+from genlab.nn.ema import (
+    average_coefficients,
+    ema_decay,
+    ema_update,
+    first_capped_update,
+    posthoc_average_weights,
+    power_ema_decay,
+    power_ema_gamma,
+)
 
 
 def test_decay_copies_first_then_follows_the_power_function_up_to_the_cap():
@@ -73,3 +82,45 @@ def test_power_ema_averages_with_the_same_relative_width_at_any_length(updates):
     time = np.arange(1, updates + 1) / updates
     mean = (weights * time).sum()
     assert np.sqrt((weights * (time - mean) ** 2).sum()) == pytest.approx(0.1, rel=0.02)
+
+
+def test_average_coefficients_match_the_closed_form_and_a_real_average():
+    gamma, updates = power_ema_gamma(0.09), 300
+    coefficients = average_coefficients([power_ema_decay(n, gamma) for n in range(updates)])
+    k = np.arange(1, updates + 1, dtype=np.float64)
+    closed = (k ** (gamma + 1) - (k - 1) ** (gamma + 1)) / updates ** (gamma + 1)  # telescoping product
+    np.testing.assert_allclose(coefficients, closed, rtol=1e-10, atol=1e-15)
+    # the coefficients reproduce ema_update run on a sequence of weights (capped decays too)
+    generator = torch.Generator().manual_seed(0)
+    thetas = torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    average, net = nn.Linear(5, 1, bias=False).double(), nn.Linear(5, 1, bias=False).double()
+    decays = [ema_decay(n, 2.0, cap=0.8) for n in range(40)]
+    for decay, theta in zip(decays, thetas):
+        net.weight.data.copy_(theta[None])
+        ema_update(average, net, decay)
+    expected = torch.from_numpy(average_coefficients(decays)) @ thetas
+    torch.testing.assert_close(average.weight.data[0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_posthoc_average_recovers_other_profiles_from_snapshots():
+    updates, every = 2000, 100
+    gamma = power_ema_gamma(0.09)
+    decays = [power_ema_decay(n, gamma) for n in range(updates)]
+    steps = list(range(every, updates + 1, every))
+    snapshots = np.stack([np.pad(average_coefficients(decays[:s]), (0, updates - s)) for s in steps])
+    # a target among the snapshots: itself, exactly
+    weights, residual = posthoc_average_weights(snapshots, snapshots[-1])
+    assert residual < 1e-9 and weights[-1] == pytest.approx(1.0, abs=1e-6)
+    # wider and narrower profiles of the whole run from 20 snapshots of the 0.09 one: the mix has the target's
+    # width; what it misplaces (7% and 12% of the mass) is a sawtooth at the snapshot spacing, the snapshots'
+    # cut-offs, which moves weight between iterates a few percent of the run apart
+    for width, tolerance in ((0.15, 0.08), (0.05, 0.13)):
+        target = average_coefficients([power_ema_decay(n, power_ema_gamma(width)) for n in range(updates)])
+        weights, residual = posthoc_average_weights(snapshots, target)
+        assert residual < tolerance, (width, residual)
+        mix = weights @ snapshots
+        time = np.arange(1, updates + 1) / updates
+        mean = (mix * time).sum() / mix.sum()
+        assert np.sqrt((mix * (time - mean) ** 2).sum() / mix.sum()) == pytest.approx(width, rel=0.02)
+        target_mean = (target * time).sum()
+        assert mean == pytest.approx(target_mean, abs=0.005)

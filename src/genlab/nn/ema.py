@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,3 +85,34 @@ def ema_update(average: nn.Module, model: nn.Module, decay: float, average_buffe
             average_buffer.lerp_(buffer.to(average_buffer.dtype), 1.0 - decay)
         else:
             average_buffer.copy_(buffer)
+
+
+def average_coefficients(decays: Sequence[float]) -> np.ndarray:
+    """How much each trained weight vector counts in the average after the updates with these `decays`.
+
+    Update n (0-based) sets average <- decay_n * average + (1 - decay_n) * theta_{n+1}, theta_k being the weights
+    after optimiser step k; so after N updates average = sum_k c_k theta_k, and this returns c (N,), c[k - 1]
+    the weight of theta_k (float64; it sums to 1 when decay_0 = 0, the first update copying the weights). For
+    the uncapped power-function EMA c_k = (k^(gamma+1) - (k-1)^(gamma+1)) / N^(gamma+1) (tests/nn).
+    """
+    coefficients = np.zeros(len(decays))
+    for update, decay in enumerate(decays):
+        coefficients[:update] *= decay
+        coefficients[update] = 1.0 - decay
+    return coefficients
+
+
+def posthoc_average_weights(
+    snapshot_coefficients: np.ndarray, target_coefficients: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Mix weights x of stored averages whose mix best matches a target average (post-hoc EMA, EDM2 sec. 3.2).
+
+    `snapshot_coefficients` (S, N): row s is `average_coefficients` of snapshot s padded with zeros to the N
+    updates of the target; `target_coefficients` (N,). Least squares: x = argmin ||x^T A - target||_2, so
+    sum_s x_s average_s is the average the target profile would have kept. Returns x (S,) and the residual as a
+    fraction of the target's mass, sum |x^T A - target| / sum |target| (0 when the target is in the snapshots'
+    span; a few percent means the snapshots are too sparse for it).
+    """
+    weights, *_ = np.linalg.lstsq(snapshot_coefficients.T, target_coefficients, rcond=None)
+    residual = np.abs(weights @ snapshot_coefficients - target_coefficients).sum() / np.abs(target_coefficients).sum()
+    return weights, float(residual)
