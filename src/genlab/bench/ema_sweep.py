@@ -23,8 +23,7 @@ import torch
 from genlab import checkpoint as ckpt
 from genlab.api import load_run
 from genlab.bench.guide_sweep import AVERAGE_PREFIX, numbered_checkpoints
-from genlab.bench.steps_quality import headline_row, markdown_table
-from genlab.evaluate import EvalOptions, Judges, evaluate_model
+from genlab.bench.steps_quality import SettingScores
 from genlab.models.diffusion import DiffusionModel
 from genlab.models.latent_diffusion import LatentDiffusion
 from genlab.nn.ema import average_coefficients, ema_decay, posthoc_average_weights, power_ema_gamma
@@ -82,7 +81,7 @@ def sweep(
 ) -> list[dict]:
     """A row (width, residual, seconds per image, headline scores) per average width, scored in `features`."""
     loaded = load_run(run_dir)
-    model, task = loaded.model, loaded.task()
+    model = loaded.model
     if not isinstance(model, DiffusionModel) or isinstance(model, LatentDiffusion):
         raise GenlabError(f"{run_dir}: a {loaded.config.model} run has no pixel-space diffusion average to rebuild "
                           "(ddpm, cddim)")
@@ -90,21 +89,12 @@ def sweep(
     if len(snapshots.steps) < 2:
         raise GenlabError(f"{run_dir}: no numbered checkpoints besides last.pt; train with "
                           "--set train.keep_checkpoints=100 to keep the averages this rebuilds from")
-    rows, judges = [], None
+    scores = SettingScores(loaded, limit, batch_size, seed, features)
     for length in lengths:
         average, residual = snapshots.rebuild(length)
         model.ema_network.load_state_dict(average)  # copied into the existing float32 tensors (their layout stays)
-        options = EvalOptions(
-            features=features, lpips=False, diversity_inputs=0, count=limit, limit=limit,
-            batch_size=batch_size, seed=seed, progress=False,
-        )
-        judges = judges or Judges(task, options)  # one judge and one set of real references throughout
-        result = evaluate_model(model, task, options, run=str(run_dir), step=loaded.step, judges=judges)
-        row = {"ema_length": length, "residual": residual, "seconds_per_image": result.extra["seconds_per_image"],
-               **headline_row(result)}
-        rows.append(row)
-        print(markdown_table([row], header=len(rows) == 1), flush=True)
-    return rows
+        scores.score({"ema_length": length, "residual": residual})
+    return scores.rows
 
 
 def main(argv: list[str] | None = None) -> None:

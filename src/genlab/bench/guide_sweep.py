@@ -19,8 +19,7 @@ import torch
 
 from genlab import checkpoint as ckpt
 from genlab.api import load_run
-from genlab.bench.steps_quality import headline_row, markdown_table
-from genlab.evaluate import EvalOptions, Judges, evaluate_model
+from genlab.bench.steps_quality import SettingScores
 from genlab.models.diffusion import DiffusionModel
 from genlab.utils import GenlabError
 
@@ -67,26 +66,18 @@ def sweep(
     """A row (guide step, its fraction of the run, weight, seconds per image, headline scores) per (fraction,
     weight), scored in the `features` spaces (pixel metrics always)."""
     loaded = load_run(run_dir)
-    model, task = loaded.model, loaded.task()
+    model = loaded.model
     if not isinstance(model, DiffusionModel):
         raise GenlabError(f"{run_dir}: a {loaded.config.model} run has no diffusion sampler to autoguide (ddpm, cddim)")
     checkpoints = numbered_checkpoints(run_dir)
-    rows, judges = [], None
+    scores = SettingScores(loaded, limit, batch_size, seed, features)
     for fraction in fractions:
         step = nearest_step(sorted(checkpoints), fraction * loaded.step)
         guide_from_checkpoint(model, checkpoints[step])
         for weight in weights:
-            options = EvalOptions(
-                features=features, lpips=False, diversity_inputs=0, count=limit, limit=limit,
-                batch_size=batch_size, seed=seed, autoguidance=weight, progress=False, **(sampler_options or {}),
-            )
-            judges = judges or Judges(task, options)  # one judge and one set of real references throughout
-            result = evaluate_model(model, task, options, run=str(run_dir), step=loaded.step, judges=judges)
-            row = {"guide_step": step, "guide_fraction": step / loaded.step, "weight": weight,
-                   "seconds_per_image": result.extra["seconds_per_image"], **headline_row(result)}
-            rows.append(row)
-            print(markdown_table([row], header=len(rows) == 1), flush=True)
-    return rows
+            setting = {"guide_step": step, "guide_fraction": step / loaded.step, "weight": weight}
+            scores.score(setting, autoguidance=weight, **(sampler_options or {}))
+    return scores.rows
 
 
 def main(argv: list[str] | None = None) -> None:

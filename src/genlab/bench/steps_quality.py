@@ -9,6 +9,7 @@ translation runs with PSNR/SSIM against the test targets. Prints a Markdown tabl
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from genlab.api import load_run
 from genlab.evaluate import EvalOptions, Judges, evaluate_model
@@ -49,6 +50,34 @@ def headline_row(result: EvalResult) -> dict[str, float]:
         if score is not None and score.ok:
             row[metric] = score.value
     return row
+
+
+class SettingScores:
+    """Scores one loaded run under setting after setting with the evaluator (one judge and one set of real
+    references throughout), printing each row of the table as it is scored: for sweeps over sampling settings
+    or over weights put into the model between calls."""
+
+    def __init__(self, loaded, limit: int, batch_size: int, seed: int, features: tuple[str, ...]) -> None:
+        self.loaded, self.task = loaded, loaded.task()
+        self.options = EvalOptions(
+            features=features, lpips=False, diversity_inputs=0, count=limit, limit=limit,
+            batch_size=batch_size, seed=seed, progress=False,
+        )
+        self.judges: Judges | None = None
+        self.rows: list[dict] = []
+
+    def score(self, setting: dict, **sampler) -> dict:
+        """`setting` (the row's first columns) plus seconds per image and the headline scores, with `sampler`
+        options (EvalOptions fields such as autoguidance or steps) for this call."""
+        options = replace(self.options, **sampler)
+        self.judges = self.judges or Judges(self.task, options)
+        loaded = self.loaded
+        result = evaluate_model(loaded.model, self.task, options, run=str(loaded.run_dir), step=loaded.step,
+                                judges=self.judges)
+        row = {**setting, "seconds_per_image": result.extra["seconds_per_image"], **headline_row(result)}
+        self.rows.append(row)
+        print(markdown_table([row], header=len(self.rows) == 1), flush=True)
+        return row
 
 
 def markdown_table(rows: list[dict], header: bool = True) -> str:
