@@ -97,10 +97,11 @@ def test_quick_pix2pix_on_edges2fashion_beats_the_nearest_garment(tmp_path):
 @pytest.mark.slow
 def test_quick_cddim_on_edges2fashion_translates_close_to_the_garments(tmp_path):
     """Issue 10's cddim targets at a reduced budget: 40,000 training images at the preset's batch 32 (1250 steps,
-    about 2 minutes). Measured on seed 0 (2026-12-05): PSNR 17.95, SSIM 0.625, domain FID 2.77, class accuracy
-    81.5% against the nearest training garment's 16.49, 0.574, 0.52 and 77.1%; batch 8 at the same images (the
-    preset before, seeds 0-2) had SSIM 0.612-0.625 and FID 2.60-2.80. 15 minutes reach SSIM 0.679-0.685 (0.65
-    asked) and FID 0.72-0.82 (README, "cddim: batch size and learning rate at the budget")."""
+    about 2 minutes). Measured on seed 0 (2026-12-07, lr 1e-3, the guide half-way): PSNR 18.44, SSIM 0.627,
+    domain FID 2.58, class accuracy 80.8% against the nearest training garment's 16.49, 0.574, 0.52 and 77.1%
+    (lr 1.4e-3 with the guide at a quarter, 2026-12-05: 17.95, 0.625, 2.77, 81.5%). 300k images (about 15
+    minutes) reach SSIM 0.686-0.691 (0.65 asked) and FID 0.74-0.78 (README, "cddim: a lower learning rate, the
+    guide's age and the weight average's width")."""
     run = _trained(tmp_path, "cddim", "edges2fashion", **{"train.images": 40_000})
     result = evaluate_run(run, FIRST_1000_PAIRS, device="cpu")
     for metric in ("psnr", "ssim", "class_accuracy"):
