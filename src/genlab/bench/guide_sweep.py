@@ -35,7 +35,7 @@ def numbered_checkpoints(run_dir: str | Path) -> dict[int, Path]:
 def nearest_step(steps: list[int], target: float) -> int:
     """The step of `steps` nearest `target` (the earlier one on a tie)."""
     if not steps:
-        raise GenlabError("no numbered checkpoints to take a guide from")
+        raise GenlabError("no numbered checkpoints to take a guide from: train with --set train.keep_checkpoints=100")
     return min(steps, key=lambda step: (abs(step - target), step))
 
 

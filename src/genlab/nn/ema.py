@@ -95,11 +95,10 @@ def average_coefficients(decays: Sequence[float]) -> np.ndarray:
     the weight of theta_k (float64; it sums to 1 when decay_0 = 0, the first update copying the weights). For
     the uncapped power-function EMA c_k = (k^(gamma+1) - (k-1)^(gamma+1)) / N^(gamma+1) (tests/nn).
     """
-    coefficients = np.zeros(len(decays))
-    for update, decay in enumerate(decays):
-        coefficients[:update] *= decay
-        coefficients[update] = 1.0 - decay
-    return coefficients
+    decays = np.asarray(decays, dtype=np.float64)
+    # theta_k enters at update k - 1 with weight 1 - decay_{k-1} and is then scaled by every later decay
+    later = np.append(np.cumprod(decays[::-1])[::-1][1:], 1.0)  # (N,): product of the decays after update k - 1
+    return (1.0 - decays) * later
 
 
 def posthoc_average_weights(
