@@ -19,27 +19,18 @@ HEADLINE = ("domain.fid", "domain.kid", "class_accuracy", "worst_class_accuracy"
 
 
 def measure(
-    run_dir: str, settings: list[tuple[str, int]], count: int, batch_size: int, seed: int = 0
-) -> list[tuple[str, int, float, EvalResult]]:
-    """One (sampler, steps, seconds per image, result) per setting, scored by the evaluator itself."""
-    loaded = load_run(run_dir)
-    model, task = loaded.model, loaded.task()
-    rows, judges = [], None
+    run_dir: str,
+    settings: list[tuple[str, int]],
+    count: int,
+    batch_size: int,
+    seed: int = 0,
+    features: tuple[str, ...] = ("domain",),
+) -> list[dict]:
+    """One row (sampler, steps, seconds per image, headline scores) per (sampler, steps), scored by the evaluator."""
+    scores = SettingScores(load_run(run_dir), count, batch_size, seed, features)
     for sampler, steps in settings:
-        options = EvalOptions(
-            features=("domain",), lpips=False, diversity_inputs=0, count=count, limit=count,
-            batch_size=batch_size, seed=seed, sampler=sampler, steps=steps, progress=False,
-        )
-        judges = judges or Judges(task, options)  # one judge and one set of real references for every setting
-        result = evaluate_model(model, task, options, run=str(run_dir), step=loaded.step, judges=judges)
-        rows.append((sampler, steps, result.extra["seconds_per_image"], result))
-        print(markdown_table([_row(rows[-1])], header=len(rows) == 1), flush=True)
-    return rows
-
-
-def _row(entry: tuple[str, int, float, EvalResult]) -> dict:
-    sampler, steps, seconds, result = entry
-    return {"sampler": sampler, "steps": steps, "seconds_per_image": seconds, **headline_row(result)}
+        scores.score({"sampler": sampler, "steps": steps}, sampler=sampler, steps=steps)
+    return scores.rows
 
 
 def headline_row(result: EvalResult) -> dict[str, float]:
