@@ -22,7 +22,7 @@ import torch
 
 from genlab import checkpoint as ckpt
 from genlab.api import load_run
-from genlab.bench.guide_sweep import AVERAGE_PREFIX, numbered_checkpoints
+from genlab.bench.guide_sweep import numbered_checkpoints, stored_average
 from genlab.bench.steps_quality import SettingScores
 from genlab.models.diffusion import DiffusionModel
 from genlab.models.latent_diffusion import LatentDiffusion
@@ -30,33 +30,20 @@ from genlab.nn.ema import average_coefficients, ema_decay, posthoc_average_weigh
 from genlab.utils import GenlabError
 
 
-def run_decays(model: DiffusionModel, updates: int) -> list[float]:
-    """The decay of each of the first `updates` updates of the model's weight average, as training applied them."""
-    config = model.config
-    if not config.ema_warmup:
-        return [config.ema_decay] * updates
-    return [ema_decay(update, model.ema_gamma, config.ema_decay) for update in range(updates)]
-
-
 class SnapshotAverages:
     """The weight averages a run's checkpoints hold, and the mix of them that rebuilds another width."""
 
     def __init__(self, run_dir: str | Path, model: DiffusionModel, final_step: int) -> None:
-        self.steps = sorted(step for step in numbered_checkpoints(run_dir) if step < final_step) + [final_step]
-        paths = numbered_checkpoints(run_dir) | {final_step: ckpt.checkpoint_dir(Path(run_dir)) / ckpt.LAST}
+        checkpoints = numbered_checkpoints(run_dir)
+        self.steps = sorted(step for step in checkpoints if step < final_step) + [final_step]
+        paths = checkpoints | {final_step: ckpt.checkpoint_dir(Path(run_dir)) / ckpt.LAST}
         self.parameter_names = [name for name, _ in model.ema_network.named_parameters()]
-        self.averages = [self._average(paths[step]) for step in self.steps]  # each {name: tensor}
-        decays = run_decays(model, final_step)
+        self.averages = [stored_average(paths[step]) for step in self.steps]  # each {name: tensor}
+        decays = [model.average_decay(update) for update in range(final_step)]  # as training applied them
         self.coefficients = np.stack(  # (snapshots, updates): the weight of each step's weights in each average
             [np.pad(average_coefficients(decays[:step]), (0, final_step - step)) for step in self.steps]
         )
         self.final_step = final_step
-
-    @staticmethod
-    def _average(path: Path) -> dict[str, torch.Tensor]:
-        networks = ckpt.load_checkpoint(path)["state"]["networks"]
-        return {key.removeprefix(AVERAGE_PREFIX): value for key, value in networks.items()
-                if key.startswith(AVERAGE_PREFIX)}
 
     def rebuild(self, length: float) -> tuple[dict[str, torch.Tensor], float]:
         """The power-function average of relative width `length` over the whole run (uncapped), and the residual."""

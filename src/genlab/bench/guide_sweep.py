@@ -39,6 +39,13 @@ def nearest_step(steps: list[int], target: float) -> int:
     return min(steps, key=lambda step: (abs(step - target), step))
 
 
+def stored_average(path: Path) -> dict[str, torch.Tensor]:
+    """The weight average a diffusion checkpoint holds, as a state dict of the averaged network."""
+    networks = ckpt.load_checkpoint(path)["state"]["networks"]
+    return {key.removeprefix(AVERAGE_PREFIX): value for key, value in networks.items()
+            if key.startswith(AVERAGE_PREFIX)}
+
+
 def guide_from_checkpoint(model: DiffusionModel, path: Path) -> None:
     """Make the weight average stored in checkpoint `path` the model's autoguidance guide."""
     if model.guide_network is None:
@@ -46,10 +53,7 @@ def guide_from_checkpoint(model: DiffusionModel, path: Path) -> None:
             f"{path.parent.parent}: this run keeps no guide network; train it with --set net.autoguide_at=0.25 "
             "(and --set train.keep_checkpoints=100 to keep the averages a sweep can take)"
         )
-    networks = ckpt.load_checkpoint(path)["state"]["networks"]
-    average = {key.removeprefix(AVERAGE_PREFIX): value for key, value in networks.items()
-               if key.startswith(AVERAGE_PREFIX)}
-    model.guide_network.load_state_dict(average)  # copies into the existing tensors: their layout stays
+    model.guide_network.load_state_dict(stored_average(path))  # copies into the existing tensors: layout stays
     model.guide_taken.fill_(True)
 
 

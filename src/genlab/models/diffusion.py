@@ -269,12 +269,17 @@ class DiffusionModel(GenerativeModel):
             )
         self.optimize(losses["loss"], "network", max_grad_norm=self.config.grad_clip)
         config = self.config
-        decay = ema_decay(self.ema_updates, self.ema_gamma, config.ema_decay) if config.ema_warmup else config.ema_decay
-        ema_update(self.ema_network, self.network, decay)
+        ema_update(self.ema_network, self.network, self.average_decay(self.ema_updates))
         if self.guide_network is not None and not self.guide_taken and self.budget_progress >= config.autoguide_at:
             self.guide_network.load_state_dict(self.ema_network.state_dict())
             self.guide_taken.fill_(True)
         return {"loss": losses["loss"].item(), "image_loss": losses["image_loss"].item()}
+
+    def average_decay(self, update: int) -> float:
+        """The decay of the weight average's update number `update` (0-based): the power function's, capped at
+        net.ema_decay, or net.ema_decay throughout without the warm-up."""
+        config = self.config
+        return ema_decay(update, self.ema_gamma, config.ema_decay) if config.ema_warmup else config.ema_decay
 
     @property
     def ema_updates(self) -> int:
