@@ -2,25 +2,43 @@ import pytest
 import torch
 
 from genlab.api import load_run
-from genlab.bench.guide_sweep import guide_from_checkpoint, nearest_step, numbered_checkpoints, sweep
+from genlab.bench.guide_sweep import (
+    check_guide_run,
+    foreign_guide,
+    guide_from_checkpoint,
+    nearest_step,
+    numbered_checkpoints,
+    sweep,
+)
 from genlab.evaluate import EvalOptions, evaluate_run
 from genlab.runs import build_run_config
 from genlab.train.trainer import train
 from genlab.utils import GenlabError
 
 
-@pytest.fixture(scope="module")
-def guided_run(tmp_path_factory):
-    """A tiny cddim run of 4 steps that takes its guide half-way (after update 3) and keeps every checkpoint."""
-    run = tmp_path_factory.mktemp("runs") / "cddim"
+def tiny_cddim(run, *overrides: str, steps: int = 4):
+    """Train a tiny facades-synth cddim run at 16 px that keeps a checkpoint per step; returns its folder."""
     config = build_run_config(
-        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": 4,
+        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": steps,
                            "train.batch_size": 2},
         ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.sample_steps=3",
-         "net.autoguide_at=0.5", "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2"],
+         "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2", *overrides],
     )
     train(config, run, progress=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def guided_run(tmp_path_factory):
+    """A tiny cddim run of 4 steps that takes its guide half-way (after update 3) and keeps every checkpoint."""
+    return tiny_cddim(tmp_path_factory.mktemp("runs") / "cddim", "net.autoguide_at=0.5")
+
+
+@pytest.fixture(scope="module")
+def narrow_run(tmp_path_factory):
+    """A narrower network (width 4, one level fewer attention-free) on the same task, to guide `guided_run`."""
+    return tiny_cddim(tmp_path_factory.mktemp("runs") / "narrow", "net.base_width=4", "net.autoguide_at=null",
+                      "net.autoguidance=1", steps=2)
 
 
 def test_nearest_step():
@@ -64,3 +82,26 @@ def test_sweep_needs_a_run_with_a_guide(tmp_path):
     train(config, tmp_path / "plain", progress=False)
     with pytest.raises(GenlabError, match="keeps no guide network"):
         sweep(tmp_path / "plain", [0.5], [2.0], limit=2, features=())
+
+
+def test_a_guide_from_another_run_is_that_runs_average_and_changes_the_outputs(guided_run, narrow_run):
+    checkpoints = numbered_checkpoints(narrow_run)
+    guided, narrow = load_run(guided_run), load_run(narrow_run)
+    check_guide_run(guided, narrow)
+    foreign_guide(guided.model, narrow, checkpoints[1])
+    early = load_run(narrow_run, checkpoint=str(checkpoints[1])).model.ema_network.state_dict()
+    guide = guided.model.guide_network.state_dict()
+    assert guide.keys() == early.keys() and all(torch.equal(guide[key], early[key]) for key in early)
+    assert guided.model.guide_network.config.base_width == 4  # the narrow net itself, not a copy of the guided one
+
+    rows = sweep(guided_run, [1.0, 0.5], [2.0], limit=4, batch_size=4, features=(), guide_run=narrow_run)
+    assert [(row["guide_step"], row["guide_fraction"]) for row in rows] == [(2, 1.0), (1, 0.5)]
+    own = sweep(guided_run, [0.75], [2.0], limit=4, batch_size=4, features=())
+    assert len({rows[0]["psnr"], rows[1]["psnr"], own[0]["psnr"]}) == 3  # each guide translates differently
+
+
+def test_a_guide_run_must_predict_what_the_guided_run_does(guided_run, tmp_path):
+    other = tiny_cddim(tmp_path / "eps", "net.prediction=eps", "net.autoguide_at=null", "net.autoguidance=1",
+                       steps=1)
+    with pytest.raises(GenlabError, match=r"its net.prediction is 'eps', the guided run's is 'v'"):
+        sweep(guided_run, [1.0], [2.0], limit=2, features=(), guide_run=other)

@@ -8,6 +8,13 @@ all with `--set train.keep_checkpoints=100`), so the guide of any other F is at 
 this takes the checkpoint nearest F x the run's steps, puts its weight average in as the guide, and scores
 translations (or samples) at each autoguidance weight with the evaluator itself, on the same inputs and noise.
 Prints a Markdown table, a row per setting as it is scored.
+
+With `--guide-run OTHER` the guides come from another run's checkpoints instead (the fractions are of that run):
+a smaller network trained on the same task, which the autoguidance paper (Karras et al. 2024) found a better
+guide than a younger copy of the network itself. It must read and predict what the guided run does (same model,
+task, image size, prediction, noise schedule); its width and depth are free.
+
+    python -m genlab.bench.guide_sweep runs/cddim --guide-run runs/cddim-width16 --at 0.5 1 --weights 2 3
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from pathlib import Path
 import torch
 
 from genlab import checkpoint as ckpt
-from genlab.api import load_run
+from genlab.api import LoadedRun, load_run
 from genlab.bench.steps_quality import SettingScores
 from genlab.models.diffusion import DiffusionModel
 from genlab.utils import GenlabError
@@ -57,6 +64,38 @@ def guide_from_checkpoint(model: DiffusionModel, path: Path) -> None:
     model.guide_taken.fill_(True)
 
 
+# What a guide from another run must share with the guided one: it reads the same inputs and predicts the same
+# quantity on the same noise levels (the network's width, depth and training are free).
+GUIDE_MUST_MATCH = ("model", "data.task", "data.image_size", "data.direction", "net.prediction", "net.schedule",
+                    "net.timesteps", "net.class_conditional", "net.self_condition")
+
+
+def setting(config, dotted: str):
+    """The value of a dotted run-config field ("net.prediction")."""
+    value = config
+    for name in dotted.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def check_guide_run(guided: LoadedRun, guide: LoadedRun) -> None:
+    """Refuse a guide run whose network does not read or predict what the guided run's does."""
+    for field in GUIDE_MUST_MATCH:
+        ours, theirs = setting(guided.config, field), setting(guide.config, field)
+        if ours != theirs:
+            raise GenlabError(
+                f"{guide.run_dir}: cannot guide {guided.run_dir}: its {field} is {theirs!r}, the guided run's is "
+                f"{ours!r} (a guide must read the same inputs and predict the same quantity)"
+            )
+
+
+def foreign_guide(model: DiffusionModel, guide_run: LoadedRun, path: Path) -> None:
+    """Make the weight average stored in checkpoint `path` of another run the model's autoguidance guide."""
+    guide = load_run(guide_run.run_dir, device=str(model.device), checkpoint=str(path)).model
+    model.guide_network = guide.ema_network
+    model.guide_taken.fill_(True)
+
+
 def sweep(
     run_dir: str | Path,
     fractions: list[float],
@@ -66,27 +105,38 @@ def sweep(
     seed: int = 0,
     sampler_options: dict | None = None,
     features: tuple[str, ...] = ("domain",),
+    guide_run: str | Path | None = None,
 ) -> list[dict]:
     """A row (guide step, its fraction of the run, weight, seconds per image, headline scores) per (fraction,
-    weight), scored in the `features` spaces (pixel metrics always)."""
+    weight), scored in the `features` spaces (pixel metrics always). `guide_run`: take the guides from that
+    run's checkpoints (the fractions are of its steps) instead of the guided run's own."""
     loaded = load_run(run_dir)
     model = loaded.model
     if not isinstance(model, DiffusionModel):
         raise GenlabError(f"{run_dir}: a {loaded.config.model} run has no diffusion sampler to autoguide (ddpm, cddim)")
-    checkpoints = numbered_checkpoints(run_dir)
+    source = loaded
+    if guide_run is not None:
+        source = load_run(guide_run, device=str(model.device))
+        check_guide_run(loaded, source)
+    checkpoints = numbered_checkpoints(source.run_dir)
     scores = SettingScores(loaded, limit, batch_size, seed, features)
     for fraction in fractions:
-        step = nearest_step(sorted(checkpoints), fraction * loaded.step)
-        guide_from_checkpoint(model, checkpoints[step])
+        step = nearest_step(sorted(checkpoints), fraction * source.step)
+        if guide_run is None:
+            guide_from_checkpoint(model, checkpoints[step])
+        else:
+            foreign_guide(model, source, checkpoints[step])
         for weight in weights:
-            setting = {"guide_step": step, "guide_fraction": step / loaded.step, "weight": weight}
-            scores.score(setting, autoguidance=weight, **(sampler_options or {}))
+            row = {"guide_step": step, "guide_fraction": step / source.step, "weight": weight}
+            scores.score(row, autoguidance=weight, **(sampler_options or {}))
     return scores.rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a ddpm or cddim run trained with net.autoguide_at, its numbered checkpoints kept")
+    parser.add_argument("--guide-run", help="take the guides from this run's numbered checkpoints (e.g. a smaller "
+                        "network trained on the same task) instead of the run's own")
     parser.add_argument("--at", type=float, nargs="+", default=[0.1, 0.25, 0.4],
                         help="fractions of the run whose weight average guides (the nearest checkpoint's)")
     parser.add_argument("--weights", type=float, nargs="+", default=[2.0], help="autoguidance weights (1 = none)")
@@ -97,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sampler = {key: value for key, value in (("steps", args.steps), ("eta", args.eta)) if value is not None}
     torch.set_grad_enabled(False)
-    sweep(args.run, args.at, args.weights, args.limit, args.batch_size, sampler_options=sampler)
+    sweep(args.run, args.at, args.weights, args.limit, args.batch_size, sampler_options=sampler,
+          guide_run=args.guide_run)
 
 
 if __name__ == "__main__":
