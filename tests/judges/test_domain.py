@@ -33,6 +33,15 @@ def test_segmenter_is_trained_once_then_loaded_from_the_cache(short_recipes, tmp
     assert again.provenance()["network"] == "domain:facades-synth"
 
 
+def test_a_judge_trains_under_no_grad_as_it_does_outside(short_recipes, tmp_path):
+    # the sweeps score with gradients off; the first score of a task trains its judge there
+    with torch.no_grad():
+        quiet = domain.domain_network("facades-synth", 16, cache=tmp_path / "no-grad")
+    usual = domain.domain_network("facades-synth", 16, cache=tmp_path / "grad")
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(quiet(images)["features"], usual(images)["features"])
+
+
 def test_unknown_task_lists_the_available_ones():
     with pytest.raises(GenlabError, match="available for: fashion-mnist"):
         domain.domain_network("facades", 64)

@@ -211,6 +211,9 @@ def domain_network(
         net.load_state_dict(stored["state"])
         scores = stored["test_scores"]
     else:
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            torch.manual_seed(seed)  # the initial weights too: a judge trained anywhere is the same network
+            net = _new_net(recipe, data)
         _train(net, recipe, data, seed, progress)
         scores = _test_scores(net, recipe, data)
         with atomic_path(path) as temporary:
@@ -307,6 +310,7 @@ def _labels(recipe: DomainRecipe, items: dict[str, torch.Tensor]) -> torch.Tenso
     return label_map_to_classes(items["source"])
 
 
+@torch.enable_grad()  # a scorer running under no_grad (the sweeps) may train a judge on first use
 def _train(net: nn.Module, recipe: DomainRecipe, data: Task, seed: int, progress: bool) -> None:
     seed_everything(seed)
     split = data.split("train")
