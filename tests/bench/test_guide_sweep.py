@@ -36,7 +36,7 @@ def guided_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def narrow_run(tmp_path_factory):
-    """A narrower network (width 4, one level fewer attention-free) on the same task, to guide `guided_run`."""
+    """A narrower network (width 4) trained on the same task, to guide `guided_run`."""
     return tiny_cddim(tmp_path_factory.mktemp("runs") / "narrow", "net.base_width=4", "net.autoguide_at=null",
                       "net.autoguidance=1", steps=2)
 
@@ -105,3 +105,16 @@ def test_a_guide_run_must_predict_what_the_guided_run_does(guided_run, tmp_path)
                        steps=1)
     with pytest.raises(GenlabError, match=r"its net.prediction is 'eps', the guided run's is 'v'"):
         sweep(guided_run, [1.0], [2.0], limit=2, features=(), guide_run=other)
+
+
+def test_sweep_at_an_earlier_checkpoint_scores_that_network(guided_run):
+    last = sweep(guided_run, [0.5], [2.0], limit=4, batch_size=4, features=())
+    same = sweep(guided_run, [0.5], [2.0], limit=4, batch_size=4, features=(), at_step=4)  # 4 is the last
+    assert [(row["guide_step"], row["psnr"], row["ssim"]) for row in same] == [
+        (row["guide_step"], row["psnr"], row["ssim"]) for row in last
+    ]
+    early = sweep(guided_run, [0.5, 1.0], [2.0], limit=4, batch_size=4, features=(), at_step=2)
+    assert [(row["guide_step"], row["guide_fraction"]) for row in early] == [(1, 0.5), (2, 1.0)]  # of step 2
+    assert early[0]["psnr"] != last[0]["psnr"]
+    with pytest.raises(GenlabError, match=r"no checkpoint of step 9 \(kept: 1, 2, 3, 4\)"):
+        sweep(guided_run, [0.5], [2.0], limit=4, features=(), at_step=9)

@@ -106,11 +106,20 @@ def sweep(
     sampler_options: dict | None = None,
     features: tuple[str, ...] = ("domain",),
     guide_run: str | Path | None = None,
+    at_step: int | None = None,
 ) -> list[dict]:
     """A row (guide step, its fraction of the run, weight, seconds per image, headline scores) per (fraction,
     weight), scored in the `features` spaces (pixel metrics always). `guide_run`: take the guides from that
-    run's checkpoints (the fractions are of its steps) instead of the guided run's own."""
-    loaded = load_run(run_dir)
+    run's checkpoints (the fractions are of its steps) instead of the guided run's own. `at_step`: score the
+    network of that numbered checkpoint instead of the last (fractions then of that step): with a constant
+    learning rate, the run a budget of that many steps would have trained."""
+    checkpoint = None
+    if at_step is not None:
+        kept = numbered_checkpoints(run_dir)
+        if at_step not in kept:
+            raise GenlabError(f"{run_dir}: no checkpoint of step {at_step} (kept: {', '.join(map(str, sorted(kept)))})")
+        checkpoint = str(kept[at_step])
+    loaded = load_run(run_dir, checkpoint=checkpoint)
     model = loaded.model
     if not isinstance(model, DiffusionModel):
         raise GenlabError(f"{run_dir}: a {loaded.config.model} run has no diffusion sampler to autoguide (ddpm, cddim)")
@@ -118,7 +127,7 @@ def sweep(
     if guide_run is not None:
         source = load_run(guide_run, device=str(model.device))
         check_guide_run(loaded, source)
-    checkpoints = numbered_checkpoints(source.run_dir)
+    checkpoints = {step: path for step, path in numbered_checkpoints(source.run_dir).items() if step <= source.step}
     scores = SettingScores(loaded, limit, batch_size, seed, features)
     for fraction in fractions:
         step = nearest_step(sorted(checkpoints), fraction * source.step)
@@ -142,13 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=float, nargs="+", default=[2.0], help="autoguidance weights (1 = none)")
     parser.add_argument("--limit", type=int, default=1000, help="test items translated (or samples drawn)")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--checkpoint", type=int, metavar="STEP",
+                        help="score the network of this numbered checkpoint (default: the last)")
     parser.add_argument("--steps", type=int, help="DDIM steps (default: the run's)")
     parser.add_argument("--eta", type=float, help="DDIM eta (default: the run's)")
     args = parser.parse_args(argv)
     sampler = {key: value for key, value in (("steps", args.steps), ("eta", args.eta)) if value is not None}
     torch.set_grad_enabled(False)
     sweep(args.run, args.at, args.weights, args.limit, args.batch_size, sampler_options=sampler,
-          guide_run=args.guide_run)
+          guide_run=args.guide_run, at_step=args.checkpoint)
 
 
 if __name__ == "__main__":
