@@ -1,0 +1,64 @@
+"""The probe scripts under scripts/probes run on a tiny trained run, and their baselines score as the run does."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from genlab.evaluate import EvalOptions, evaluate_run
+from genlab.runs import build_run_config
+from genlab.train.trainer import train
+
+PROBES = Path(__file__).resolve().parents[1] / "scripts" / "probes"
+
+
+def probe(name: str):
+    spec = importlib.util.spec_from_file_location(name, PROBES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def guided_run(tmp_path_factory):
+    """A tiny cddim run of 4 steps whose trained guide is the average after update 2, the one the probes take
+    (the checkpoint half-way), keeping every checkpoint."""
+    run = tmp_path_factory.mktemp("runs") / "cddim"
+    config = build_run_config(
+        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": 4,
+                           "train.batch_size": 2},
+        ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.sample_steps=5",
+         "net.autoguide_at=0.25", "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2"],
+    )
+    train(config, run, progress=False)
+    return run
+
+
+def own_psnr(run, autoguidance):
+    options = EvalOptions(features=(), lpips=False, diversity_inputs=0, limit=4, batch_size=4,
+                          autoguidance=autoguidance, progress=False)
+    return evaluate_run(run, options, write=False).score("psnr").value
+
+
+def test_spacings():
+    spacing = probe("cddim_step_spacing")
+    quadratic = spacing.power_spacing(2)(1000, 50)
+    assert len(quadratic) == 50 and quadratic[0] == 999 and quadratic[-1] == 0 and quadratic == sorted(quadratic)[::-1]
+    assert quadratic[-5:] == [10, 6, 4, 2, 0]  # dense at low noise: 999 (k / 50)^2
+    sigmas = [t + 1.0 for t in range(10)]  # a made-up schedule, linear in sigma: rho 1 then takes every level
+    assert spacing.edm_spacing(sigmas, 1)(10, 10) == list(range(9, -1, -1))
+    assert spacing.edm_spacing(sigmas, 7)(10, 4)[-1] == 0 and spacing.edm_spacing(sigmas, 7)(10, 4)[0] == 9
+
+
+def test_step_spacing_probe_scores_the_trailing_spacing_as_the_run(guided_run, monkeypatch):
+    rows = probe("cddim_step_spacing").main([str(guided_run), "--limit", "4"])
+    assert [row["spacing"] for row in rows][:2] == ["trailing (genlab's)", "power 2"]
+    assert rows[0]["psnr"] == own_psnr(guided_run, 2.0)  # the run's own sampler, its trained guide (the same)
+    assert len({row["psnr"] for row in rows}) > 1
+
+
+def test_autoguidance_interval_probe_covers_every_level_or_none(guided_run):
+    rows = probe("cddim_autoguidance_interval").main([str(guided_run), "--limit", "4", "--settings",
+                                                       "0,1e9,2", "1e8,1e9,2"])
+    assert rows[0]["psnr"] == own_psnr(guided_run, 2.0)  # an interval holding every level: guided throughout
+    assert rows[1]["psnr"] == own_psnr(guided_run, 1.0)  # one holding none: no autoguidance
