@@ -14,8 +14,7 @@ import math
 import torch
 from torch import nn
 
-from genlab.api import load_run
-from genlab.bench.guide_sweep import guide_from_checkpoint, nearest_step, numbered_checkpoints
+from genlab.bench.guide_sweep import guided_at
 from genlab.bench.steps_quality import SettingScores
 from genlab.diffusion.schedules import NoiseSchedule
 
@@ -41,10 +40,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="LOW,HIGH,WEIGHT: guide at that weight where LOW < sigma <= HIGH")
     parser.add_argument("--limit", type=int, default=1000)
     args = parser.parse_args(argv)
-    loaded = load_run(args.run)
+    loaded = guided_at(args.run, 0.5)  # the guide half-way, as the garments' preset takes it
     model = loaded.model
-    checkpoints = numbered_checkpoints(args.run)
-    guide_from_checkpoint(model, checkpoints[nearest_step(sorted(checkpoints), 0.5 * loaded.step)])
     guide = model.guide_network
     scores = SettingScores(loaded, args.limit, 100, 0, ("domain",))
     for setting in args.settings:

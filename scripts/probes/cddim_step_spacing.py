@@ -14,8 +14,7 @@ from collections.abc import Callable
 import torch
 
 import genlab.models.diffusion as diffusion
-from genlab.api import load_run
-from genlab.bench.guide_sweep import guide_from_checkpoint, nearest_step, numbered_checkpoints
+from genlab.bench.guide_sweep import guided_at
 from genlab.bench.steps_quality import SettingScores
 
 Spacing = Callable[[int, int], list[int]]
@@ -43,10 +42,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("run", help="a ddpm or cddim run trained with net.autoguide_at, its checkpoints kept")
     parser.add_argument("--limit", type=int, default=1000)
     args = parser.parse_args(argv)
-    loaded = load_run(args.run)
+    loaded = guided_at(args.run, 0.5)  # the guide half-way, as the garments' preset takes it
     model = loaded.model
-    checkpoints = numbered_checkpoints(args.run)
-    guide_from_checkpoint(model, checkpoints[nearest_step(sorted(checkpoints), 0.5 * loaded.step)])
     T = model.config.timesteps
     sigmas = [math.sqrt((1 - model.schedule.alpha_bar(t)) / model.schedule.alpha_bar(t)) for t in range(T)]
     trailing = diffusion.evenly_spaced_timesteps

@@ -64,6 +64,14 @@ def guide_from_checkpoint(model: DiffusionModel, path: Path) -> None:
     model.guide_taken.fill_(True)
 
 
+def guided_at(run_dir: str | Path, fraction: float) -> LoadedRun:
+    """The run loaded with its guide taken from the kept checkpoint nearest `fraction` of its steps."""
+    loaded = load_run(run_dir)
+    checkpoints = numbered_checkpoints(run_dir)
+    guide_from_checkpoint(loaded.model, checkpoints[nearest_step(sorted(checkpoints), fraction * loaded.step)])
+    return loaded
+
+
 # What a guide from another run must share with the guided one: it reads the same inputs and predicts the same
 # quantity on the same noise levels (the network's width, depth and training are free).
 GUIDE_MUST_MATCH = ("model", "data.task", "data.image_size", "data.direction", "net.prediction", "net.schedule",
