@@ -10,8 +10,9 @@ translations (or samples) at each autoguidance weight with the evaluator itself,
 Prints a Markdown table, a row per setting as it is scored.
 
 With `--guide-run OTHER` the guides come from another run's checkpoints instead (the fractions are of that run):
-a smaller network trained on the same task, which the autoguidance paper (Karras et al. 2024) found a better
-guide than a younger copy of the network itself. It must read and predict what the guided run does (same model,
+a smaller network trained on the same task, say (the autoguidance paper's best guides, Karras et al. 2024, are
+smaller as well as younger; on the garments a quarter-size guide did worse than the network's own history, see
+the README). It must read and predict what the guided run does (same model,
 task, image size, prediction, noise schedule); its width and depth are free.
 
     python -m genlab.bench.guide_sweep runs/cddim --guide-run runs/cddim-width16 --at 0.5 1 --weights 2 3
