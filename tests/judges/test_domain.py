@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -40,6 +42,16 @@ def test_a_judge_trains_under_no_grad_as_it_does_outside(short_recipes, tmp_path
     usual = domain.domain_network("facades-synth", 16, cache=tmp_path / "grad")
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     assert torch.equal(quiet(images)["features"], usual(images)["features"])
+
+
+def test_a_cached_judge_of_another_recipe_is_retrained_not_loaded(short_recipes, tmp_path, monkeypatch):
+    narrow = domain.domain_network("facades-synth", 16, cache=tmp_path)  # width 4, cached under the task's name
+    recipes = {name: dataclasses.replace(r, width=8) for name, r in domain.RECIPES.items()}
+    monkeypatch.setattr(domain, "RECIPES", recipes)
+    wider = domain.domain_network("facades-synth", 16, cache=tmp_path)  # loading the width-4 file would fail
+    assert wider.dims != narrow.dims
+    monkeypatch.setattr(domain, "_train", lambda *args: (_ for _ in ()).throw(AssertionError("trained again")))
+    assert domain.domain_network("facades-synth", 16, cache=tmp_path).dims == wider.dims  # now cached: loaded
 
 
 def test_unknown_task_lists_the_available_ones():

@@ -206,8 +206,14 @@ def domain_network(
     data = get_task(DataConfig(task=recipe.data_task, image_size=image_size, data_root=data_root))
     net = _new_net(recipe, data)
     shipped = shipped_weights(recipe, stem)
+    stored = None
     if shipped is not None or path.is_file():
         stored = torch.load(shipped or path, map_location="cpu", weights_only=True)
+        # A cached network trained by another recipe under the same name (an older genlab's, a test's shortened
+        # one) is stale: train this recipe's instead of loading weights of another width or training length.
+        if shipped is None and stored.get("recipe") != dataclasses.asdict(recipe):
+            stored = None
+    if stored is not None:
         net.load_state_dict(stored["state"])
         scores = stored["test_scores"]
     else:
@@ -217,7 +223,8 @@ def domain_network(
         _train(net, recipe, data, seed, progress)
         scores = _test_scores(net, recipe, data)
         with atomic_path(path) as temporary:
-            torch.save({"state": net.state_dict(), "test_scores": scores}, temporary)
+            torch.save({"state": net.state_dict(), "test_scores": scores, "recipe": dataclasses.asdict(recipe)},
+                       temporary)
     net.to(device).eval()
     headline = scores["accuracy"] if recipe.kind == "classifier" else scores["pixel_accuracy"]
     return DomainNetwork(recipe.kind, task, image_size, seed, net, headline, scores)
