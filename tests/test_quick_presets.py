@@ -102,7 +102,7 @@ def test_quick_cddim_on_edges2fashion_translates_close_to_the_garments(tmp_path)
     (lr 1.4e-3 with the guide at a quarter, 2026-12-05: 17.95, 0.625, 2.77, 81.5%). Passed again at the
     log-normal noise levels and autoguidance 3 (2026-12-07, 7.6 minutes). 300k images (about 15 minutes) reach
     SSIM 0.678-0.681 (0.65 asked) and domain FID 0.54-0.60, Pix2Pix's 0.51-0.63 (README, "cddim: the noise
-    levels trained on, a narrower guide, and three sampling probes")."""
+    levels trained on, a narrower guide, and two sampling probes")."""
     run = _trained(tmp_path, "cddim", "edges2fashion", **{"train.images": 40_000})
     result = evaluate_run(run, FIRST_1000_PAIRS, device="cpu")
     for metric in ("psnr", "ssim", "class_accuracy"):
