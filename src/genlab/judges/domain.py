@@ -204,7 +204,9 @@ def domain_network(
     stem = weights_stem(recipe, image_size, seed)
     path = (cache or cache_dir() / "domain") / f"{stem}.pt"
     data = get_task(DataConfig(task=recipe.data_task, image_size=image_size, data_root=data_root))
-    net = _new_net(recipe, data)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(seed)  # the initial weights too: a judge trained anywhere is the same network
+        net = _new_net(recipe, data)
     shipped = shipped_weights(recipe, stem)
     stored = None
     if shipped is not None or path.is_file():
@@ -217,9 +219,6 @@ def domain_network(
         net.load_state_dict(stored["state"])
         scores = stored["test_scores"]
     else:
-        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
-            torch.manual_seed(seed)  # the initial weights too: a judge trained anywhere is the same network
-            net = _new_net(recipe, data)
         _train(net, recipe, data, seed, progress)
         scores = _test_scores(net, recipe, data)
         with atomic_path(path) as temporary:
