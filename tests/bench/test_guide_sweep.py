@@ -4,7 +4,6 @@ import torch
 from genlab.api import load_run
 from genlab.bench.guide_sweep import (
     check_guide_run,
-    foreign_guide,
     guide_from_checkpoint,
     nearest_step,
     numbered_checkpoints,
@@ -88,7 +87,7 @@ def test_a_guide_from_another_run_is_that_runs_average_and_changes_the_outputs(g
     checkpoints = numbered_checkpoints(narrow_run)
     guided, narrow = load_run(guided_run), load_run(narrow_run)
     check_guide_run(guided, narrow)
-    foreign_guide(guided.model, narrow, checkpoints[1])
+    guide_from_checkpoint(guided.model, checkpoints[1], narrow.model.ema_network)
     early = load_run(narrow_run, checkpoint=str(checkpoints[1])).model.ema_network.state_dict()
     guide = guided.model.guide_network.state_dict()
     assert guide.keys() == early.keys() and all(torch.equal(guide[key], early[key]) for key in early)

@@ -24,10 +24,12 @@ import argparse
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from genlab import checkpoint as ckpt
 from genlab.api import LoadedRun, load_run
 from genlab.bench.steps_quality import SettingScores
+from genlab.config import flatten_config
 from genlab.models.diffusion import DiffusionModel
 from genlab.utils import GenlabError
 
@@ -54,8 +56,11 @@ def stored_average(path: Path) -> dict[str, torch.Tensor]:
             if key.startswith(AVERAGE_PREFIX)}
 
 
-def guide_from_checkpoint(model: DiffusionModel, path: Path) -> None:
-    """Make the weight average stored in checkpoint `path` the model's autoguidance guide."""
+def guide_from_checkpoint(model: DiffusionModel, path: Path, network: nn.Module | None = None) -> None:
+    """Make the weight average stored in checkpoint `path` the model's autoguidance guide. `network`: load it
+    into that network instead (another run's, of that run's architecture) and guide with it."""
+    if network is not None:
+        model.guide_network = network
     if model.guide_network is None:
         raise GenlabError(
             f"{path.parent.parent}: this run keeps no guide network; train it with --set net.autoguide_at=0.25 "
@@ -79,30 +84,16 @@ GUIDE_MUST_MATCH = ("model", "data.task", "data.image_size", "data.direction", "
                     "net.timesteps", "net.class_conditional", "net.self_condition")
 
 
-def setting(config, dotted: str):
-    """The value of a dotted run-config field ("net.prediction")."""
-    value = config
-    for name in dotted.split("."):
-        value = getattr(value, name)
-    return value
-
-
 def check_guide_run(guided: LoadedRun, guide: LoadedRun) -> None:
     """Refuse a guide run whose network does not read or predict what the guided run's does."""
+    our_settings, their_settings = (flatten_config(run.config.to_dict()) for run in (guided, guide))
     for field in GUIDE_MUST_MATCH:
-        ours, theirs = setting(guided.config, field), setting(guide.config, field)
+        ours, theirs = our_settings[field], their_settings[field]
         if ours != theirs:
             raise GenlabError(
                 f"{guide.run_dir}: cannot guide {guided.run_dir}: its {field} is {theirs!r}, the guided run's is "
                 f"{ours!r} (a guide must read the same inputs and predict the same quantity)"
             )
-
-
-def foreign_guide(model: DiffusionModel, guide_run: LoadedRun, path: Path) -> None:
-    """Make the weight average stored in checkpoint `path` of another run the model's autoguidance guide."""
-    guide = load_run(guide_run.run_dir, device=str(model.device), checkpoint=str(path)).model
-    model.guide_network = guide.ema_network
-    model.guide_taken.fill_(True)
 
 
 def sweep(
@@ -122,28 +113,23 @@ def sweep(
     run's checkpoints (the fractions are of its steps) instead of the guided run's own. `at_step`: score the
     network of that numbered checkpoint instead of the last (fractions then of that step): with a constant
     learning rate, the run a budget of that many steps would have trained."""
-    checkpoint = None
-    if at_step is not None:
-        kept = numbered_checkpoints(run_dir)
-        if at_step not in kept:
-            raise GenlabError(f"{run_dir}: no checkpoint of step {at_step} (kept: {', '.join(map(str, sorted(kept)))})")
-        checkpoint = str(kept[at_step])
-    loaded = load_run(run_dir, checkpoint=checkpoint)
+    kept = numbered_checkpoints(run_dir)
+    if at_step is not None and at_step not in kept:
+        raise GenlabError(f"{run_dir}: no checkpoint of step {at_step} (kept: {', '.join(map(str, sorted(kept)))})")
+    loaded = load_run(run_dir, checkpoint=None if at_step is None else str(kept[at_step]))
     model = loaded.model
     if not isinstance(model, DiffusionModel):
         raise GenlabError(f"{run_dir}: a {loaded.config.model} run has no diffusion sampler to autoguide (ddpm, cddim)")
-    source = loaded
+    source, guide_network = loaded, None
     if guide_run is not None:
         source = load_run(guide_run, device=str(model.device))
         check_guide_run(loaded, source)
-    checkpoints = {step: path for step, path in numbered_checkpoints(source.run_dir).items() if step <= source.step}
+        kept, guide_network = numbered_checkpoints(guide_run), source.model.ema_network
+    checkpoints = {step: path for step, path in kept.items() if step <= source.step}
     scores = SettingScores(loaded, limit, batch_size, seed, features)
     for fraction in fractions:
         step = nearest_step(sorted(checkpoints), fraction * source.step)
-        if guide_run is None:
-            guide_from_checkpoint(model, checkpoints[step])
-        else:
-            foreign_guide(model, source, checkpoints[step])
+        guide_from_checkpoint(model, checkpoints[step], guide_network)
         for weight in weights:
             row = {"guide_step": step, "guide_fraction": step / source.step, "weight": weight}
             scores.score(row, autoguidance=weight, **(sampler_options or {}))
