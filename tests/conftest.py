@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny in-memory paired task and a test-only model family (an L1 U-Net regressor)."""
+"""Shared fixtures: a tiny in-memory paired task, a test-only model family (an L1 U-Net regressor), and a
+trainer of tiny cddim runs."""
 
 from __future__ import annotations
 
@@ -97,3 +98,23 @@ class L1UNet(GenerativeModel):
 def l1_unet(monkeypatch):
     monkeypatch.setitem(MODELS, "l1-unet", L1UNet)
     return "l1-unet"
+
+
+@pytest.fixture(scope="session")
+def tiny_cddim():
+    """train(run, *overrides, steps=4): a tiny facades-synth cddim run at 16 px that keeps a checkpoint per step
+    (the diffusion sweeps and probes read them); returns its folder. Later overrides win over earlier ones."""
+    from genlab.runs import build_run_config
+    from genlab.train.trainer import train
+
+    def train_tiny(run, *overrides: str, steps: int = 4):
+        config = build_run_config(
+            "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": steps,
+                               "train.batch_size": 2},
+            ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.sample_steps=3",
+             "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2", *overrides],
+        )
+        train(config, run, progress=False)
+        return run
+
+    return train_tiny

@@ -6,8 +6,6 @@ from pathlib import Path
 import pytest
 
 from genlab.evaluate import EvalOptions, evaluate_run
-from genlab.runs import build_run_config
-from genlab.train.trainer import train
 
 PROBES = Path(__file__).resolve().parents[1] / "scripts" / "probes"
 
@@ -20,18 +18,10 @@ def probe(name: str):
 
 
 @pytest.fixture(scope="module")
-def guided_run(tmp_path_factory):
+def guided_run(tmp_path_factory, tiny_cddim):
     """A tiny cddim run of 4 steps whose trained guide is the average after update 2, the one the probes take
     (the checkpoint half-way), keeping every checkpoint."""
-    run = tmp_path_factory.mktemp("runs") / "cddim"
-    config = build_run_config(
-        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": 4,
-                           "train.batch_size": 2},
-        ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.sample_steps=5",
-         "net.autoguide_at=0.25", "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2"],
-    )
-    train(config, run, progress=False)
-    return run
+    return tiny_cddim(tmp_path_factory.mktemp("runs") / "cddim", "net.sample_steps=5", "net.autoguide_at=0.25")
 
 
 def own_psnr(run, autoguidance):
@@ -50,7 +40,7 @@ def test_spacings():
     assert spacing.edm_spacing(sigmas, 7)(10, 4)[-1] == 0 and spacing.edm_spacing(sigmas, 7)(10, 4)[0] == 9
 
 
-def test_step_spacing_probe_scores_the_trailing_spacing_as_the_run(guided_run, monkeypatch):
+def test_step_spacing_probe_scores_the_trailing_spacing_as_the_run(guided_run):
     rows = probe("cddim_step_spacing").main([str(guided_run), "--limit", "4"])
     assert [row["spacing"] for row in rows][:2] == ["trailing (genlab's)", "power 2"]
     assert rows[0]["psnr"] == own_psnr(guided_run, 2.0)  # the run's own sampler, its trained guide (the same)

@@ -10,31 +10,17 @@ from genlab.bench.guide_sweep import (
     sweep,
 )
 from genlab.evaluate import EvalOptions, evaluate_run
-from genlab.runs import build_run_config
-from genlab.train.trainer import train
 from genlab.utils import GenlabError
 
 
-def tiny_cddim(run, *overrides: str, steps: int = 4):
-    """Train a tiny facades-synth cddim run at 16 px that keeps a checkpoint per step; returns its folder."""
-    config = build_run_config(
-        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": steps,
-                           "train.batch_size": 2},
-        ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.sample_steps=3",
-         "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2", *overrides],
-    )
-    train(config, run, progress=False)
-    return run
-
-
 @pytest.fixture(scope="module")
-def guided_run(tmp_path_factory):
+def guided_run(tmp_path_factory, tiny_cddim):
     """A tiny cddim run of 4 steps that takes its guide half-way (after update 3) and keeps every checkpoint."""
     return tiny_cddim(tmp_path_factory.mktemp("runs") / "cddim", "net.autoguide_at=0.5")
 
 
 @pytest.fixture(scope="module")
-def narrow_run(tmp_path_factory):
+def narrow_run(tmp_path_factory, tiny_cddim):
     """A narrower network (width 4) trained on the same task, to guide `guided_run`."""
     return tiny_cddim(tmp_path_factory.mktemp("runs") / "narrow", "net.base_width=4", "net.autoguide_at=null",
                       "net.autoguidance=1", steps=2)
@@ -71,14 +57,8 @@ def test_sweep_at_the_trained_fraction_scores_as_the_run_itself(guided_run):
     assert rows[0]["psnr"] != rows[2]["psnr"]  # another guide, other translations
 
 
-def test_sweep_needs_a_run_with_a_guide(tmp_path):
-    config = build_run_config(
-        "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": 1,
-                           "train.batch_size": 2},
-        ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.autoguide_at=null",
-         "net.autoguidance=1", "train.preview_count=2"],
-    )
-    train(config, tmp_path / "plain", progress=False)
+def test_sweep_needs_a_run_with_a_guide(tiny_cddim, tmp_path):
+    tiny_cddim(tmp_path / "plain", "net.autoguide_at=null", "net.autoguidance=1", steps=1)
     with pytest.raises(GenlabError, match="keeps no guide network"):
         sweep(tmp_path / "plain", [0.5], [2.0], limit=2, features=())
 
@@ -99,7 +79,7 @@ def test_a_guide_from_another_run_is_that_runs_average_and_changes_the_outputs(g
     assert len({rows[0]["psnr"], rows[1]["psnr"], own[0]["psnr"]}) == 3  # each guide translates differently
 
 
-def test_a_guide_run_must_predict_what_the_guided_run_does(guided_run, tmp_path):
+def test_a_guide_run_must_predict_what_the_guided_run_does(guided_run, tiny_cddim, tmp_path):
     other = tiny_cddim(tmp_path / "eps", "net.prediction=eps", "net.autoguide_at=null", "net.autoguidance=1",
                        steps=1)
     with pytest.raises(GenlabError, match=r"its net.prediction is 'eps', the guided run's is 'v'"):
