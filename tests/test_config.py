@@ -37,7 +37,7 @@ def test_a_preset_refines_itself_for_the_task_under_explicit_options(monkeypatch
 def test_cddim_quick_trains_garments_at_the_measured_batch_and_facades_as_before():
     garments = build_run_config("cddim", "quick", {"data.task": "edges2fashion"})
     assert (garments.data.image_size, garments.train.batch_size, garments.net.lr) == (32, 32, 1e-3)
-    assert (garments.net.autoguide_at, garments.net.log_sigma_normal, garments.net.autoguidance) == (0.5, (0.5, 1.5), 3)
+    assert (garments.net.autoguide_at, garments.net.log_sigma_normal, garments.net.autoguidance) == (0.5, (0.5, 1.0), 2)
     facades = build_run_config("cddim", "quick")
     assert (facades.data.image_size, facades.train.batch_size, facades.net.lr) == (64, 8, 1e-3)
     assert (facades.net.autoguide_at, facades.net.log_sigma_normal, facades.net.autoguidance) == (0.25, None, 2)
