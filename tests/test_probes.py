@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from genlab.evaluate import EvalOptions, evaluate_run
 
@@ -52,3 +53,29 @@ def test_autoguidance_interval_probe_covers_every_level_or_none(guided_run):
                                                        "0,1e9,2", "1e8,1e9,2"])
     assert rows[0]["psnr"] == own_psnr(guided_run, 2.0)  # an interval holding every level: guided throughout
     assert rows[1]["psnr"] == own_psnr(guided_run, 1.0)  # one holding none: no autoguidance
+
+
+def test_value_prior_probe_reads_a_run_trained_without_it_as_one_trained_with_it(tmp_path, guided_run, tiny_cddim):
+    """The probe's first row scores as the run does; its second as the same weights trained with net.value_prior
+    (whose checkpoints hold the statistics the probe measures)."""
+    rows = probe("diffusion_value_prior").main([str(guided_run), "--limit", "4"])
+    assert rows[0]["decoder"] == "as sampled" and rows[0]["psnr"] == own_psnr(guided_run, 2.0)
+    assert rows[1]["decoder"].startswith("value prior, error std ")
+    with_prior = tiny_cddim(tmp_path / "with", "net.sample_steps=5", "net.autoguide_at=0.25", "net.value_prior=true")
+    assert own_psnr(with_prior, 2.0) == rows[1]["psnr"]  # the same seed trains the same weights
+
+
+def test_a_run_with_the_value_prior_saves_and_loads_its_statistics(tmp_path, tiny_cddim):
+    from genlab.api import load_run
+    from genlab.checkpoint import load_checkpoint
+
+    run = tiny_cddim(tmp_path / "vp", "net.value_prior=true")
+    document = load_checkpoint(run / "checkpoints" / "last.pt")
+    weights = document["state"]["networks"]
+    loaded = load_run(run)
+    task = loaded.task()
+    images = min(1024, len(task.split("train")))
+    histogram = weights["value_histogram"]  # (3 channels, 256 levels): every pixel once per channel
+    assert histogram.shape == (3, 256) and histogram.sum(dim=1).eq(images * 16 * 16).all()
+    assert torch.equal(loaded.model.value_histogram, weights["value_histogram"].to(loaded.model.value_histogram))
+    assert loaded.model.value_error_std.item() > 0.5

@@ -1,4 +1,5 @@
 import io
+import math
 
 import pytest
 import torch
@@ -361,3 +362,85 @@ def test_autoguidance_needs_a_guide_that_training_has_reached():
     ldm_config = build_run_config("ldm", "quick", {}, ["net.autoguide_at=0.25"])
     with pytest.raises(GenlabError, match="net.autoguide_at: ldm keeps no autoguidance network"):
         get_model_class("ldm").build(ldm_config.net, TaskSpec("fm", "labelled", 16, 1, 1, 10))
+
+
+def cddim_with_value_prior(enabled=True):
+    config = build_run_config("cddim", "quick", {}, SMALL + [f"net.value_prior={str(enabled).lower()}",
+                                                            "net.sample_steps=5"])
+    return get_model_class("cddim").build(config.net, TaskSpec("f", "paired", 16, 1, 1))
+
+
+def test_value_prior_off_keeps_nothing_and_decodes_nothing():
+    model = cddim_with_value_prior(False)
+    assert model.calibration_images == 0
+    assert not {"value_histogram", "value_error_std"} & set(model.state_dict())
+    images = torch.rand(2, 1, 16, 16) * 2 - 1
+    assert model.decoded(images) is images
+
+
+def test_value_prior_calibrates_on_clean_batches_without_touching_the_random_streams():
+    from genlab.diffusion.decode import decode_levels, level_histogram, posterior_mean_table
+    from genlab.diffusion.process import model_output_to_x0_eps, q_sample
+
+    torch.manual_seed(0)
+    model = cddim_with_value_prior()
+    assert model.calibration_images == 1024 and {"value_histogram", "value_error_std"} <= set(model.state_dict())
+    # targets with nothing below level 64 (-0.5), so the decoder has somewhere to move outputs from
+    batches = [
+        {"source": torch.rand(4, 1, 16, 16) * 2 - 1, "target": (torch.rand(4, 1, 16, 16) * 2 - 1).clamp(min=-0.5)}
+        for _ in range(2)
+    ]
+    images = torch.rand(2, 1, 16, 16) * 2 - 1
+    assert model.decoded(images) is images  # not measured yet: nothing to decode with
+    state = torch.get_rng_state()
+    model.calibrate(iter(batches))
+    assert torch.equal(torch.get_rng_state(), state)  # a resumed run draws what an uninterrupted one does
+    expected = sum(level_histogram(batch["target"]) for batch in batches)
+    assert torch.equal(model.value_histogram.double(), expected)
+    # the error: the weight average's x0 estimate at the default sampler's last level (DDIM-5 of 50: t = 9)
+    assert model.sampling_levels("ddim", None)[-1] == 9
+    generator, squared, count = torch.Generator().manual_seed(0), 0.0, 0
+    network = model.ema_network.eval()
+    for batch in batches:
+        x0, cond = batch["target"], batch["source"]
+        t = torch.full((4,), 9)
+        x_t = q_sample(model.schedule, x0, t, torch.randn(x0.shape, generator=generator))
+        with torch.no_grad():
+            estimate, _ = model_output_to_x0_eps(model.schedule, network(x_t, t, cond), x_t, t, model.config.prediction)
+        squared += float((estimate.clamp(-1, 1) - x0).mul(127.5).square().sum())
+        count += x0.numel()
+    assert model.value_error_std.item() == pytest.approx(max(math.sqrt(squared / count), 0.5), rel=1e-5)
+    # sampling reads the outputs under the measured prior: translate = decode(generate) with the same noise
+    source = torch.rand(2, 1, 16, 16) * 2 - 1
+    translated = model.translate_batch(source, generator=torch.Generator().manual_seed(3), steps=3)
+    generated = model.generate((2, 1, 16, 16), source, None, torch.Generator().manual_seed(3), steps=3)
+    table = posterior_mean_table(model.value_histogram.double(), model.value_error_std.item())
+    torch.testing.assert_close(translated, decode_levels(generated, table))
+    assert not torch.equal(translated, generated)
+    # below level 64 (-0.5) the training targets have nothing: the decoder moves every output off those levels
+    assert (translated >= -0.5 - 2 / 127.5).all()
+
+
+def test_value_prior_is_saved_with_the_weights_and_refused_by_ldm():
+    model = cddim_with_value_prior()
+    model.calibrate(iter([{"source": torch.zeros(2, 1, 16, 16), "target": torch.rand(2, 1, 16, 16) * 2 - 1}]))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = cddim_with_value_prior()
+    loaded.load_state_dict(torch.load(buffer))
+    assert torch.equal(loaded.value_histogram, model.value_histogram)
+    assert loaded.value_error_std.item() == model.value_error_std.item() > 0
+    ldm_config = build_run_config("ldm", "quick", {}, ["net.value_prior=true"])
+    with pytest.raises(GenlabError, match="net.value_prior: ldm samples latents"):
+        get_model_class("ldm").build(ldm_config.net, TaskSpec("fm", "labelled", 16, 1, 1, 10))
+
+
+def test_ddpm_calibrates_with_its_labels_undropped():
+    model = ddpm(**{"net.value_prior": "true", "net.label_dropout": 0.9})
+    seen = []
+    model.ema_network.register_forward_hook(lambda module, args, output: seen.append(args[2].clone()))
+    labels = torch.arange(8) % 10
+    model.calibrate(iter([{"image": torch.rand(8, 1, 16, 16) * 2 - 1, "label": labels}]))
+    assert torch.equal(seen[0], labels)  # no null label: the network is measured on the classes asked for
+    assert model.value_histogram.sum().item() == 8 * 16 * 16

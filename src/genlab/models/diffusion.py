@@ -8,6 +8,7 @@ live in `genlab.diffusion` and are handed the network.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +16,13 @@ from typing import Any, Literal
 import torch
 
 from genlab.config import non_negative, positive, ranged, unit_interval
-from genlab.diffusion.process import diffusion_loss, log_normal_level_probabilities
+from genlab.diffusion.decode import decode_levels, level_histogram, posterior_mean_table
+from genlab.diffusion.process import (
+    diffusion_loss,
+    log_normal_level_probabilities,
+    model_output_to_x0_eps,
+    q_sample,
+)
 from genlab.diffusion.samplers import (
     DDIMSampler,
     DDPMSampler,
@@ -103,6 +110,12 @@ class DiffusionConfig:
     # cond + (guidance_scale - 1) (cond - uncond) + (w - 1) (cond - guide), at every level.
     autoguidance: float = ranged(1.0, 1)
     preview_steps: int = positive(20)  # DDIM steps for the training preview grids (cheap)
+    # Read each pixel of a sample under the training images' histogram of 8-bit levels (diffusion/decode.py):
+    # the posterior mean of its level given the sample's, with the error std the network's x0 estimate has at
+    # the sampler's last level (both measured at each checkpoint on the first 1024 training images). Where the
+    # data has a point mass (a black background) it takes off the haze of 1-8 levels a sampler's last estimate
+    # leaves there; elsewhere it changes nothing. ddpm and cddim (pixels), not ldm.
+    value_prior: bool = False
 
 
 class DiffusionModel(GenerativeModel):
@@ -139,6 +152,12 @@ class DiffusionModel(GenerativeModel):
                 "the weight average a quarter of the way through training) or net.autoguidance=1"
             )
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
+        # The value prior's statistics (calibrate); saved with the weights when net.value_prior is on, so a
+        # loaded run decodes as it was scored. All zeros: not measured yet, nothing decoded.
+        channels = self.network.config.out_channels
+        self.register_buffer("value_histogram", torch.zeros(channels, 256),
+                             persistent=config.value_prior)
+        self.register_buffer("value_error_std", torch.zeros(()), persistent=config.value_prior)
         self.level_probabilities = None
         if config.log_sigma_normal is not None:
             try:
@@ -228,7 +247,11 @@ class DiffusionModel(GenerativeModel):
         raise NotImplementedError
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(x0, cond) of a training batch."""
+        """(x0, cond) of a training batch (labels with their guidance dropout)."""
+        return self.clean_inputs(batch)
+
+    def clean_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x0, cond) of a batch as it is: no label dropout, no draw from any random stream."""
         raise NotImplementedError
 
     def unet_config(self, config: DiffusionConfig, spec) -> DiffusionUNetConfig:
@@ -301,6 +324,52 @@ class DiffusionModel(GenerativeModel):
                 stacklevel=2,
             )
 
+    def sampling_levels(self, sampler: str, steps: int | None) -> list[int]:
+        """The descending levels `sampler` visits in `steps` steps (None: DDPM every level, DDIM net.sample_steps)."""
+        config = self.config
+        steps = steps or (config.timesteps if sampler == "ddpm" else config.sample_steps)
+        if not 1 <= steps <= config.timesteps:
+            raise GenlabError(f"sampling steps must be between 1 and {config.timesteps}, got {steps}")
+        return evenly_spaced_timesteps(config.timesteps, steps)
+
+    # --- the value prior (net.value_prior) --------------------------------------------------------------------
+    @property
+    def calibration_images(self) -> int:
+        """Training images the value prior's histogram and error are measured on (none when it is off)."""
+        return 1024 if self.config.value_prior else 0
+
+    def calibrate(self, batches) -> None:
+        """The value prior's statistics under the current weight average: the training images' histogram of
+        levels, and the RMS error (in levels) of the average's x0 estimate at the last level the run's default
+        sampler visits, from those images noised to that level (fixed noise, so the same weights measure alike)."""
+        if not self.config.value_prior:
+            return
+        network = self.ema_network.eval()
+        last_level = self.sampling_levels(self.config.sampler, None)[-1]
+        generator = torch.Generator().manual_seed(0)  # a CPU one: the same noise on every device
+        histogram, squared_error, count = torch.zeros_like(self.value_histogram), 0.0, 0
+        for batch in batches:
+            x0, cond = self.clean_inputs(batch)
+            x0, cond = x0.to(self.device), None if cond is None else cond.to(self.device)
+            histogram += level_histogram(x0).to(histogram)
+            t = torch.full((len(x0),), last_level, device=self.device, dtype=torch.long)
+            x_t = q_sample(self.schedule, x0, t, randn(x0.shape, generator, self.device))
+            with self.autocast():
+                output = network(x_t, t, cond)
+            x0_estimate, _ = model_output_to_x0_eps(self.schedule, output.float(), x_t, t, self.config.prediction)
+            squared_error += float((x0_estimate.clamp(-1, 1) - x0).mul(127.5).square().sum())
+            count += x0.numel()
+        if count:
+            self.value_histogram.copy_(histogram)
+            self.value_error_std.fill_(max(math.sqrt(squared_error / count), 0.5))
+
+    def decoded(self, images: torch.Tensor) -> torch.Tensor:
+        """Samples in [-1, 1] read under the value prior (net.value_prior, once measured); as they are else."""
+        if not self.config.value_prior or not bool(self.value_histogram.sum() > 0):
+            return images
+        table = posterior_mean_table(self.value_histogram.double().cpu(), float(self.value_error_std))
+        return decode_levels(images, table)
+
     # --- class conditioning -----------------------------------------------------------------------------------
     @property
     def conditional(self) -> bool:
@@ -363,9 +432,7 @@ class DiffusionModel(GenerativeModel):
                 )
             guide = self.guide_network.eval()
         sampler = sampler or config.sampler
-        steps = steps or (config.timesteps if sampler == "ddpm" else config.sample_steps)
-        if not 1 <= steps <= config.timesteps:
-            raise GenlabError(f"sampling steps must be between 1 and {config.timesteps}, got {steps}")
+        levels = self.sampling_levels(sampler, steps)
         if sampler == "ddim":
             step_rule = DDIMSampler(self.schedule, eta=config.eta if eta is None else eta)
         elif sampler == "ddpm":
@@ -376,7 +443,6 @@ class DiffusionModel(GenerativeModel):
             x_T = randn(shape, generator, self.device)
         network = self.ema_network if use_ema else self.network
         network.eval()
-        levels = evenly_spaced_timesteps(config.timesteps, steps)
         try:
             scales = interval_guidance_scales(self.schedule, levels, guidance_scale, guidance_interval)
         except ValueError as error:
@@ -463,12 +529,16 @@ class DDPM(DiffusionModel):
         return spec.image_size, spec.target_channels, 0, classes
 
     def inputs(self, batch):
-        return batch["image"], self.training_labels(batch["label"]) if self.conditional else None
+        image, labels = self.clean_inputs(batch)
+        return image, None if labels is None else self.training_labels(labels)
+
+    def clean_inputs(self, batch):
+        return batch["image"], batch["label"] if self.conditional else None
 
     def sample(self, count, labels=None, generator=None, **options):
         """`count` images; class-conditional models take `labels` (B,) (default: cycling through the classes)."""
         item_shape = (self.spec.target_channels, self.spec.image_size, self.spec.image_size)
-        return self.sample_items(count, item_shape, labels, generator, options)
+        return self.decoded(self.sample_items(count, item_shape, labels, generator, options))
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.spec.target_channels, self.spec.image_size, self.spec.image_size)
@@ -572,13 +642,13 @@ class ConditionalDDIM(DiffusionModel):
     def unet_size_and_channels(self, spec) -> tuple[int, int, int, int]:
         return spec.image_size, spec.target_channels, spec.source_channels, 0
 
-    def inputs(self, batch):
+    def clean_inputs(self, batch):
         return batch["target"], batch["source"]
 
     def translate_batch(self, source, generator=None, **options):
         self.check_sampling_options(options)  # an image condition is used in full: no guidance to set
         shape = (len(source), self.spec.target_channels, self.spec.image_size, self.spec.image_size)
-        return self.generate(shape, source.to(self.device), None, generator, **options)
+        return self.decoded(self.generate(shape, source.to(self.device), None, generator, **options))
 
     def preview(self, batch):
         generator = torch.Generator().manual_seed(0)

@@ -165,6 +165,10 @@ class LatentDiffusion(DiffusionModel):
             # The fraction would count the autoencoder's stage too, and the guide could be taken before the
             # diffusion stage trained at all.
             raise GenlabError("net.autoguide_at: ldm keeps no autoguidance network (ddpm and cddim do); leave it unset")
+        if config.value_prior:
+            # Its samples are latents, which have no 8-bit levels; the decoder's images are not sampled.
+            raise GenlabError("net.value_prior: ldm samples latents, which have no pixel levels (ddpm and cddim "
+                              "take it); leave it off")
         super().__init__(config, spec)
         ae_config = config.autoencoder_config()
         self.autoencoder = KLAutoencoder(

@@ -173,6 +173,16 @@ def _train_locked(
     return TrainResult(run_dir, model, model.step, loop.total_seconds(), stopped_by)
 
 
+def calibration_batches(task: Task, count: int, device: torch.device | str, chunk: int = 256):
+    """The first `count` training items without jitter, as model batches on `device`, `chunk` at a time: what
+    `GenerativeModel.calibrate` is given."""
+    split = task.split("train")
+    count = min(count, len(split))
+    for start in range(0, count, chunk):
+        items = split.subset(torch.arange(start, min(start + chunk, count)))
+        yield {key: value.to(device) for key, value in task.prepare(items).items()}
+
+
 def _warn_if_batch_norm_sees_one_image(model: GenerativeModel, images_per_step: int) -> None:
     """Batch norm on 1 image per step (per process) normalises each image by its own statistics while training,
     but by their running averages when sampling or translating (eval mode): the scored network is not the one
@@ -469,15 +479,9 @@ class _Loop:
     def calibrate_model(self) -> None:
         """Let the model refit what it samples from (the VAE's prior) to its current weights, once per step,
         on the first `calibration_images` training items without jitter (rank 0, which previews and saves)."""
-        split, chunk = self.task.split("train"), 256
-        count = min(self.model.calibration_images, len(split))
-        if count == 0 or self.calibrated_step == self.model.step:
+        if self.model.calibration_images == 0 or self.calibrated_step == self.model.step:
             return
-        batches = (
-            {key: value.to(self.model.device)
-             for key, value in self.task.prepare(split.subset(torch.arange(start, min(start + chunk, count)))).items()}
-            for start in range(0, count, chunk)
-        )
+        batches = calibration_batches(self.task, self.model.calibration_images, self.model.device)
         was_training = self.model.training
         with torch.no_grad():
             self.model.calibrate(batches)
