@@ -38,9 +38,11 @@ def test_cddim_quick_trains_garments_at_the_measured_batch_and_facades_as_before
     garments = build_run_config("cddim", "quick", {"data.task": "edges2fashion"})
     assert (garments.data.image_size, garments.train.batch_size, garments.net.lr) == (32, 32, 1e-3)
     assert (garments.net.autoguide_at, garments.net.log_sigma_normal, garments.net.autoguidance) == (0.5, (0.5, 1.0), 2)
+    assert garments.net.value_prior
     facades = build_run_config("cddim", "quick")
     assert (facades.data.image_size, facades.train.batch_size, facades.net.lr) == (64, 8, 1e-3)
     assert (facades.net.autoguide_at, facades.net.log_sigma_normal, facades.net.autoguidance) == (0.25, None, 2)
+    assert not facades.net.value_prior and not build_run_config("ddpm", "quick").net.value_prior
     mine = build_run_config("cddim", "quick", {"data.task": "edges2fashion", "train.batch_size": 8})
     assert (mine.train.batch_size, mine.net.autoguide_at) == (8, 0.5)  # only what the user gave is theirs
 

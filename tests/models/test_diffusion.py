@@ -397,19 +397,30 @@ def test_value_prior_calibrates_on_clean_batches_without_touching_the_random_str
     assert torch.equal(torch.get_rng_state(), state)  # a resumed run draws what an uninterrupted one does
     expected = sum(level_histogram(batch["target"]) for batch in batches)
     assert torch.equal(model.value_histogram.double(), expected)
-    # the error: the weight average's x0 estimate at the default sampler's last level (DDIM-5 of 50: t = 9)
+    # the error: the weight average's x0 estimate at the default sampler's last level (DDIM-5 of 50: t = 9), on
+    # the first value_error_images of the images
     assert model.sampling_levels("ddim", None)[-1] == 9
-    generator, squared, count = torch.Generator().manual_seed(0), 0.0, 0
-    network = model.ema_network.eval()
-    for batch in batches:
-        x0, cond = batch["target"], batch["source"]
-        t = torch.full((4,), 9)
-        x_t = q_sample(model.schedule, x0, t, torch.randn(x0.shape, generator=generator))
-        with torch.no_grad():
-            estimate, _ = model_output_to_x0_eps(model.schedule, network(x_t, t, cond), x_t, t, model.config.prediction)
-        squared += float((estimate.clamp(-1, 1) - x0).mul(127.5).square().sum())
-        count += x0.numel()
-    assert model.value_error_std.item() == pytest.approx(max(math.sqrt(squared / count), 0.5), rel=1e-5)
+
+    def error_std(images):
+        generator, squared, count = torch.Generator().manual_seed(0), 0.0, 0
+        network = model.ema_network.eval()
+        for batch in batches:
+            x0, cond = batch["target"][:images - count // 256], batch["source"][:images - count // 256]
+            t = torch.full((len(x0),), 9)
+            x_t = q_sample(model.schedule, x0, t, torch.randn(x0.shape, generator=generator))
+            with torch.no_grad():
+                output = network(x_t, t, cond)
+            estimate, _ = model_output_to_x0_eps(model.schedule, output, x_t, t, model.config.prediction)
+            squared += float((estimate.clamp(-1, 1) - x0).mul(127.5).square().sum())
+            count += x0.numel()
+        return max(math.sqrt(squared / count), 0.5)
+
+    assert model.value_error_std.item() == pytest.approx(error_std(8), rel=1e-5)
+    model.value_error_images = 6  # all of the first batch, half of the second
+    model.calibrate(iter(batches))
+    assert model.value_error_std.item() == pytest.approx(error_std(6), rel=1e-5)
+    assert error_std(6) != pytest.approx(error_std(8), rel=1e-3)
+    assert torch.equal(model.value_histogram.double(), expected)  # the histogram still counts every image
     # sampling reads the outputs under the measured prior: translate = decode(generate) with the same noise
     source = torch.rand(2, 1, 16, 16) * 2 - 1
     translated = model.translate_batch(source, generator=torch.Generator().manual_seed(3), steps=3)
