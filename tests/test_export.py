@@ -110,3 +110,21 @@ def test_a_diffusion_run_loads_in_channels_last_and_exports_contiguous_weights(t
 
 def test_other_families_load_in_the_default_layout(trained_run):
     assert not genlab.load(trained_run, device="cpu").runtime.channels_last  # pix2pix: no measured gain
+
+
+def test_a_run_with_the_value_prior_exports_its_statistics(tmp_path):
+    from genlab.api import load_run
+    from genlab.sample import sample_images
+
+    run = tmp_path / "ddpm"
+    assert main(["train", "ddpm", "--task", "fashion-mnist", "--size", "16", "--steps", "2", "--batch-size", "4",
+                 "--out", str(run), "--set", "data.train_limit=16", "--set", "net.timesteps=20",
+                 "--set", "net.value_prior=true", "--quiet"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "exported")]) == 0
+    original, exported = load_run(run, device="cpu"), load_run(tmp_path / "exported", device="cpu")
+    assert original.model.value_histogram.sum().item() == 16 * 16 * 16  # the 16 training images, every pixel
+    assert torch.equal(exported.model.value_histogram, original.model.value_histogram)
+    assert exported.model.value_error_std.item() == original.model.value_error_std.item() > 0
+    labels = torch.arange(4)
+    torch.testing.assert_close(sample_images(exported.model, 4, labels, seed=1, steps=3),
+                               sample_images(original.model, 4, labels, seed=1, steps=3), rtol=1e-4, atol=1e-4)

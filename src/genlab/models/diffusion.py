@@ -350,7 +350,10 @@ class DiffusionModel(GenerativeModel):
         if not self.config.value_prior:
             return
         network = self.ema_network.eval()
-        last_level = self.sampling_levels(self.config.sampler, None)[-1]
+        config = self.config
+        # DDIM's net.sample_steps may exceed a short schedule's T (a sampling call then names its steps)
+        steps = min(config.sample_steps, config.timesteps) if config.sampler == "ddim" else None
+        last_level = self.sampling_levels(config.sampler, steps)[-1]
         generator = torch.Generator().manual_seed(0)  # a CPU one: the same noise on every device
         histogram, squared_error, count, measured = torch.zeros_like(self.value_histogram), 0.0, 0, 0
         for batch in batches:
