@@ -79,3 +79,6 @@ def test_a_run_with_the_value_prior_saves_and_loads_its_statistics(tmp_path, tin
     assert histogram.shape == (3, 256) and histogram.sum(dim=1).eq(images * 16 * 16).all()
     assert torch.equal(loaded.model.value_histogram, weights["value_histogram"].to(loaded.model.value_histogram))
     assert loaded.model.value_error_std.item() > 0.5
+    # a result says its outputs were decoded, and with which error std
+    record = loaded.model.sampler_record({})
+    assert record["value_prior_error_std"] == round(loaded.model.value_error_std.item(), 4)

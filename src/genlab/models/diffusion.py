@@ -201,6 +201,8 @@ class DiffusionModel(GenerativeModel):
             record.pop("eta", None)  # DDIM's, unused
             if "steps" not in given:
                 record["steps"] = self.config.timesteps  # the ancestral sampler runs every level by default
+        if self.config.value_prior and bool(self.value_histogram.sum() > 0):
+            record["value_prior_error_std"] = round(float(self.value_error_std), 4)  # the outputs were decoded
         return record
 
     def check_sampling_options(self, options: dict[str, Any], flags: bool = False) -> None:
