@@ -202,7 +202,7 @@ class DiffusionModel(GenerativeModel):
             record.pop("eta", None)  # DDIM's, unused
             if "steps" not in given:
                 record["steps"] = self.config.timesteps  # the ancestral sampler runs every level by default
-        if self.config.value_prior and bool(self.value_histogram.sum() > 0):
+        if self.decodes_values:
             record["value_prior_error_std"] = round(float(self.value_error_std), 4)  # the outputs were decoded
         return record
 
@@ -381,9 +381,14 @@ class DiffusionModel(GenerativeModel):
             # at least half a level, the quantisation's own error: a table needs an error std above 0
             self.value_error_std.fill_(max(math.sqrt(squared_error / count), 0.5))
 
+    @property
+    def decodes_values(self) -> bool:
+        """Whether samples are read under the value prior: net.value_prior is on and its statistics measured."""
+        return self.config.value_prior and bool(self.value_histogram.sum() > 0)
+
     def decoded(self, images: torch.Tensor) -> torch.Tensor:
         """Samples in [-1, 1] read under the value prior (net.value_prior, once measured); as they are else."""
-        if not self.config.value_prior or not bool(self.value_histogram.sum() > 0):
+        if not self.decodes_values:
             return images
         table = posterior_mean_table(self.value_histogram.double().cpu(), float(self.value_error_std))
         return decode_levels(images, table)
