@@ -55,10 +55,17 @@ def test_autoguidance_interval_probe_covers_every_level_or_none(guided_run):
     assert rows[1]["psnr"] == own_psnr(guided_run, 1.0)  # one holding none: no autoguidance
 
 
-def test_value_prior_probe_reads_a_run_trained_without_it_as_one_trained_with_it(tmp_path, guided_run, tiny_cddim):
+def test_value_prior_probe_reads_a_run_trained_without_it_as_one_trained_with_it(tmp_path, guided_run, tiny_cddim,
+                                                                                 capsys):
     """The probe's first row scores as the run does; its second as the same weights trained with net.value_prior
     (whose checkpoints hold the statistics the probe measures)."""
-    rows = probe("diffusion_value_prior").main([str(guided_run), "--limit", "4"])
+    rows = probe("diffusion_value_prior").main([str(guided_run), "--limit", "4", "--black"])
+    shares = [line for line in capsys.readouterr().out.splitlines() if "at level 0" in line]
+    assert [line.split(":")[0] for line in shares] == ["value prior False", "value prior True"]
+    from genlab.api import load_run
+
+    targets = load_run(guided_run).task().split("test").fields["target"][:4]
+    assert all(line.endswith(f"(references: {float((targets == 0).float().mean()):.3f})") for line in shares)
     assert rows[0]["decoder"] == "as sampled" and rows[0]["psnr"] == own_psnr(guided_run, 2.0)
     assert rows[1]["decoder"].startswith("value prior, error std ")
     with_prior = tiny_cddim(tmp_path / "with", "net.sample_steps=5", "net.autoguide_at=0.25", "net.value_prior=true")

@@ -3,7 +3,7 @@ prior (`net.value_prior`, diffusion/decode.py), the prior measured here as train
 (so runs trained before the option can be read too). Prints the two rows, the measured error std and the share
 of the outputs' pixels at exactly the darkest level, beside the references'.
 
-    python scripts/probes/diffusion_value_prior.py RUN [--autoguidance W] [--limit 1000]
+    python scripts/probes/diffusion_value_prior.py RUN [--autoguidance W] [--limit 1000] [--black]
 """
 
 from __future__ import annotations
