@@ -47,6 +47,17 @@ def test_cddim_quick_trains_garments_at_the_measured_batch_and_facades_as_before
     assert (mine.train.batch_size, mine.net.autoguide_at) == (8, 0.5)  # only what the user gave is theirs
 
 
+def test_pix2pix_quick_trains_garments_at_batch_16_and_facades_at_batch_4():
+    garments = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion"})
+    assert (garments.data.image_size, garments.train.batch_size, garments.net.lr) == (32, 16, 2e-3)
+    facades = build_run_config("pix2pix", "quick")
+    assert (facades.data.image_size, facades.train.batch_size) == (64, 4)
+    mine = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion", "train.batch_size": 4})
+    assert (mine.data.image_size, mine.train.batch_size) == (32, 4)  # what the user gave is theirs
+    by_set = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion"}, ["train.batch_size=4"])
+    assert by_set.train.batch_size == 4
+
+
 def test_yaml_round_trip(tmp_path):
     config = build_run_config("pix2pix", "seed", {}, ["net.gan_loss=lsgan", "data.flip=false"])
     config.save(tmp_path / "config.yaml")

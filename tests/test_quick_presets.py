@@ -80,18 +80,20 @@ def test_quick_ddpm_at_the_15_minute_budget_draws_the_requested_class(tmp_path):
 
 @pytest.mark.slow
 def test_quick_pix2pix_on_edges2fashion_beats_the_nearest_garment(tmp_path):
-    """Issue 10's Pix2Pix gains at a reduced budget: the first recorded quick preset scored 17.65 dB and SSIM 0.589
-    at 15 minutes, and the issue asks for +1.6 dB and +0.075. The README's 3-seed table at 40,000 training images
-    (10,000 steps of 4, 32 px, no crop jitter) has PSNR 19.51 +- 0.02, SSIM 0.684 +- 0.001, class accuracy 81.7%
-    and domain FID 0.98 against the nearest training garment's 16.49, 0.574, 77.1% and 0.52, on the first 1000
-    test pairs: past the gains at a third of the budget."""
-    run = _trained(tmp_path, "pix2pix", "edges2fashion", **{"data.image_size": 32, "train.steps": 10_000})
+    """Issue 10's Pix2Pix gains at a third of the budget: the first recorded quick preset scored 17.65 dB and SSIM
+    0.589 at 15 minutes, and the issue asks for +1.6 dB and +0.075. 96,000 training images at the preset's batch
+    16 (6000 steps, what 5 minutes trains here): the README's 3-seed benchmark at 5 minutes (91-96k images, the
+    first 1000 test pairs) has PSNR 19.92-19.96, SSIM 0.700-0.705, domain FID 0.56-0.62 and class accuracy
+    82.7-84.2% against the nearest training garment's 16.49, 0.574, 0.52 and 77.1%; batch 4 at 5 minutes
+    scored 19.52-19.61 dB, SSIM 0.686-0.687, domain FID 0.87-0.96 (README, "Pix2Pix: the batch size at the
+    budget")."""
+    run = _trained(tmp_path, "pix2pix", "edges2fashion", **{"train.steps": 6000})
     result = evaluate_run(run, FIRST_1000_PAIRS, device="cpu")
     for metric in ("psnr", "ssim", "class_accuracy"):
         assert result.score(metric).value > _baseline(result, "nearest_neighbour", metric)
     assert result.score("psnr").value >= 17.65 + 1.6
     assert result.score("ssim").value >= 0.589 + 0.075
-    assert result.score("domain.fid").value < _baseline(result, "mean_train_target", "domain.fid")
+    assert result.score("domain.fid").value <= 0.8
 
 
 @pytest.mark.slow
