@@ -105,8 +105,9 @@ def test_quick_cddim_on_edges2fashion_translates_close_to_the_garments(tmp_path)
     log-normal noise levels and autoguidance 3 (2026-12-07, 7.6 minutes) and at the narrower levels N(0.5, 1.0^2)
     with autoguidance 2 (2026-12-07, twentieth session). With the value prior (twenty-first session, passed in
     7.3 minutes): PSNR 18.38, SSIM 0.663, domain FID 1.34, class accuracy 81.6%. 300k images (about 15 minutes)
-    reach SSIM 0.706-0.711 (0.65 asked) and domain FID 0.31-0.32, Pix2Pix's 0.51-0.63 (README, "cddim: the
-    background haze and the value prior")."""
+    reach SSIM 0.706-0.711 (0.65 asked) and domain FID 0.31-0.32, Pix2Pix's 0.39-0.48 at 15 minutes at its batch
+    of 16 (0.51-0.63 at batch 4; README, "cddim: the background haze and the value prior" and "Pix2Pix: the batch
+    size at the budget")."""
     run = _trained(tmp_path, "cddim", "edges2fashion", **{"train.images": 40_000})
     result = evaluate_run(run, FIRST_1000_PAIRS, device="cpu")
     for metric in ("psnr", "ssim", "class_accuracy"):
