@@ -47,9 +47,9 @@ def test_cddim_quick_trains_garments_at_the_measured_batch_and_facades_as_before
     assert (mine.train.batch_size, mine.net.autoguide_at) == (8, 0.5)  # only what the user gave is theirs
 
 
-def test_pix2pix_quick_trains_garments_at_batch_16_and_facades_at_batch_4():
+def test_pix2pix_quick_trains_garments_at_batch_32_and_facades_at_batch_4():
     garments = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion"})
-    assert (garments.data.image_size, garments.train.batch_size, garments.net.lr) == (32, 16, 2e-3)
+    assert (garments.data.image_size, garments.train.batch_size, garments.net.lr) == (32, 32, 2e-3)
     facades = build_run_config("pix2pix", "quick")
     assert (facades.data.image_size, facades.train.batch_size) == (64, 4)
     mine = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion", "train.batch_size": 4})
