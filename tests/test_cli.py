@@ -92,6 +92,13 @@ def test_dry_run_prints_the_resolved_config(capsys):
     assert "gan_loss: lsgan" in out and "image_size: 256" in out and "lambda_l1: 100.0" in out
 
 
+def test_dry_run_shows_the_task_refinement_and_the_users_batch_over_it(capsys):
+    code, out, _ = run_cli(capsys, "train", "pix2pix", "--task", "edges2fashion", "--dry-run")
+    assert code == 0 and "image_size: 32" in out and "batch_size: 32" in out
+    code, out, _ = run_cli(capsys, "train", "pix2pix", "--task", "edges2fashion", "--batch-size", "8", "--dry-run")
+    assert code == 0 and "image_size: 32" in out and "batch_size: 8" in out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
