@@ -158,9 +158,9 @@ def _add_train(commands) -> None:
         "train",
         help="train a model on a task",
         description="Train a model family on a task. Settings resolve as: family defaults < --preset < the "
-        "preset's refinements for the task (e.g. pix2pix's quick preset trains edges2fashion at 32 px in batches "
-        "of 32) < options < --set; --dry-run prints the result. The resolved config is saved as RUN/config.yaml; "
-        "checkpoints go to RUN/checkpoints/.",
+        "preset's refinements for the task, where it has some (e.g. pix2pix's and cddim's quick presets for "
+        "edges2fashion) < options < --set; --dry-run prints the result. The resolved config is saved as "
+        "RUN/config.yaml; checkpoints go to RUN/checkpoints/.",
         epilog="example: genlab train pix2pix --task facades-synth --preset quick --steps 2000 "
         "--set net.gan_loss=lsgan",
         formatter_class=argparse.RawDescriptionHelpFormatter,
