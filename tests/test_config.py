@@ -47,15 +47,39 @@ def test_cddim_quick_trains_garments_at_the_measured_batch_and_facades_as_before
     assert (mine.train.batch_size, mine.net.autoguide_at) == (8, 0.5)  # only what the user gave is theirs
 
 
-def test_pix2pix_quick_trains_garments_at_batch_32_and_facades_at_batch_4():
-    garments = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion"})
+def test_pix2pix_quick_trains_32_px_images_at_batch_32_and_64_px_at_batch_4():
+    garments = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion"})  # the task's size: 32 px
     assert (garments.data.image_size, garments.train.batch_size, garments.net.lr) == (32, 32, 2e-3)
     facades = build_run_config("pix2pix", "quick")
     assert (facades.data.image_size, facades.train.batch_size) == (64, 4)
+    # the batch follows the size, whatever the task: a folder of 32 px garments, or facades made small
+    folder = build_run_config("pix2pix", "quick", {"data.task": "folder:/data/edges", "data.image_size": 32})
+    assert folder.train.batch_size == 32
+    assert build_run_config("pix2pix", "quick", {"data.image_size": 16}).train.batch_size == 32
+    assert build_run_config("pix2pix", "quick", {"data.image_size": 48}).train.batch_size == 4
     mine = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion", "train.batch_size": 4})
     assert (mine.data.image_size, mine.train.batch_size) == (32, 4)  # what the user gave is theirs
     by_set = build_run_config("pix2pix", "quick", {"data.task": "edges2fashion"}, ["train.batch_size=4"])
     assert by_set.train.batch_size == 4
+    by_size = build_run_config("pix2pix", "quick", {}, ["data.image_size=32"])
+    assert by_size.train.batch_size == 32
+    assert build_run_config("pix2pix", "paper", {"data.image_size": 32}).train.batch_size == 1  # quick only
+
+
+def test_size_refinements_pick_the_tightest_bound_and_yield_to_the_tasks(monkeypatch):
+    from genlab.models import get_model_class
+    from genlab.runs import size_settings
+
+    by_size = {64: {"train.batch_size": 8}, 32: {"train.batch_size": 32, "net.lr": 1e-3}}
+    assert size_settings(by_size, 16) == by_size[32] and size_settings(by_size, 32) == by_size[32]
+    assert size_settings(by_size, 33) == by_size[64] and size_settings(by_size, 65) == {}
+    cvae = get_model_class("cvae")
+    monkeypatch.setattr(cvae, "size_presets", {"quick": by_size})
+    monkeypatch.setattr(cvae, "task_presets", {"quick": {"fashion-mnist": {"data.image_size": 32, "net.lr": 5e-4}}})
+    fashion = build_run_config("cvae", "quick", {"data.task": "fashion-mnist"})
+    assert (fashion.train.batch_size, fashion.net.lr) == (32, 5e-4)  # the size's batch, the task's lr
+    small = build_run_config("cvae", "quick", {"data.image_size": 48})
+    assert small.train.batch_size == 8 and small.net.lr == build_run_config("cvae", "quick").net.lr
 
 
 def test_yaml_round_trip(tmp_path):

@@ -60,8 +60,9 @@ def load_run_config(path: str | Path) -> RunConfig:
 def build_run_config(
     model: str, preset: str | None = None, values: dict[str, Any] | None = None, assignments: list[str] | None = None
 ) -> RunConfig:
-    """Resolve a run config: dataclass defaults < the family's preset < the preset's settings for the run's task
-    (`task_presets`) < `values` (dotted keys) < `assignments`."""
+    """Resolve a run config: dataclass defaults < the family's preset < the preset's settings for the run's image
+    size (`size_presets`) < its settings for the run's task (`task_presets`) < `values` (dotted keys) <
+    `assignments`."""
     model_class = get_model_class(model)
     preset = preset or model_class.default_preset
     if preset not in model_class.presets:
@@ -77,10 +78,21 @@ def build_run_config(
         apply_override(config, assignment)
     # The task is known only now (the preset's, an option's or a --set's): its refinements go in under what
     # the user gave explicitly.
+    explicit = set(given) | {assignment.split("=", 1)[0].strip() for assignment in assignments or []}
     task_settings = model_class.task_presets.get(preset, {}).get(config.data.task, {})
-    if task_settings:
-        explicit = set(given) | {assignment.split("=", 1)[0].strip() for assignment in assignments or []}
-        for key, value in task_settings.items():
-            if key not in explicit:
-                set_value(config, key, value, source=f"preset {preset} for task {config.data.task}")
+    for key, value in task_settings.items():
+        if key not in explicit:
+            set_value(config, key, value, source=f"preset {preset} for task {config.data.task}")
+    # Then the size (the task's refinement may have set it): what holds for any images that small, under what
+    # the task's refinement says.
+    size = config.data.image_size
+    for key, value in size_settings(model_class.size_presets.get(preset, {}), size).items():
+        if key not in explicit and key not in task_settings:
+            set_value(config, key, value, source=f"preset {preset} at {size} px")
     return config
+
+
+def size_settings(by_largest_size: dict[int, dict[str, Any]], size: int) -> dict[str, Any]:
+    """The settings of the smallest size bound at or above `size` ({32: {...}}: for images up to 32 px)."""
+    bounds = sorted(bound for bound in by_largest_size if size <= bound)
+    return by_largest_size[bounds[0]] if bounds else {}

@@ -54,7 +54,8 @@ def test_one_budget_with_a_default():
 def tiny(tmp_path, **changes) -> BenchmarkConfig:
     values = dict(
         task="facades-synth",
-        models=("pix2pix[net.width=4]", "cvae"),
+        # batch 4: at 16 px the quick preset trains batches of 32, more than the 16-image budget
+        models=("pix2pix[net.width=4,train.batch_size=4]", "cvae"),
         budget_minutes=None,
         budget_images=16,
         size=16,
@@ -81,7 +82,7 @@ def test_a_benchmark_records_costs_and_scores_and_resumes_without_retraining(tmp
     monkeypatch.setattr(benchmark, "run_entry", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(bench, tmp_path / "bench", progress=False)
-    first = tmp_path / "bench" / "runs" / "pix2pix-width-4-s0"
+    first = tmp_path / "bench" / "runs" / "pix2pix-width-4-batch_size-4-s0"
     checkpoint_time = (first / "checkpoints" / "last.pt").stat().st_mtime_ns
     cost = Cost.load(first / "cost.json")
     assert cost.images_seen == 16 and cost.train_flops > 0 and cost.parameters > 0
@@ -97,7 +98,7 @@ def test_a_benchmark_records_costs_and_scores_and_resumes_without_retraining(tmp
     assert list((first / "eval").glob("val-step*.json"))  # validation points for the metric-vs-step curve
     assert EvalResult.load(first / "eval.json").baselines  # the first entry carries the baselines
     document = json.loads(paths["json"].read_text())
-    assert "pix2pix [width=4]" in json.dumps(document) and "cvae" in json.dumps(document)
+    assert "pix2pix [width=4, train.batch_size=4]" in json.dumps(document) and "cvae" in json.dumps(document)
     assert paths["html"].is_file() and paths["markdown"].is_file()
 
 

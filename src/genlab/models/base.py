@@ -137,6 +137,9 @@ class GenerativeModel(nn.Module, ABC):
     # Preset name -> task name -> overrides for that task (a 32 px size and its budget for Fashion-MNIST when the
     # preset itself is set up for facades): applied over the preset when the run trains on that task.
     task_presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    # Preset name -> largest image size -> overrides for runs on images up to that size, whatever the task (the
+    # batch at which small maps stop being overhead-bound): applied over the preset, under the task's refinements.
+    size_presets: ClassVar[dict[str, dict[int, dict[str, Any]]]] = {}
     default_preset: ClassVar[str] = "quick"
     # Training images `calibrate` is given before each preview and checkpoint (0: the family fits nothing).
     calibration_images: ClassVar[int] = 0

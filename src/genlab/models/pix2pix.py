@@ -89,20 +89,15 @@ class Pix2Pix(GenerativeModel):
             "train.checkpoint_every": 500,
         },
     }
-    # Garments at 32 px: a step of 32 costs 2.9x a step of 4 on 2 CPU cores (the small maps leave the step
-    # overhead-bound), so a budget in minutes sees 2.7x the images (3.4x in the 5-minute benchmark). At 5 minutes (3
-    # seeds) batch 16 beat 4 with separate intervals (domain FID 0.59 vs 0.93, PSNR 19.94 vs 19.57 dB, SSIM 0.702 vs
-    # 0.687) and 32 beat 16 on PSNR; at 15 minutes 32 beat 16 on PSNR, SSIM and domain FID on each of 3 seeds, class
-    # accuracy a tie (README, "Pix2Pix: the batch size at the budget"). At equal images batch 4 is better (40k
-    # images, 3 seeds).
-    task_presets = {
-        "quick": {
-            "edges2fashion": {
-                "data.image_size": 32,
-                "train.batch_size": 32,
-            }
-        }
-    }
+    # Images of 32 px or less: a step of 32 costs 2.9x a step of 4 on 2 CPU cores (the small maps leave the step
+    # overhead-bound, whatever they show), so a budget in minutes sees 2.7x the images (3.4x in the 5-minute
+    # benchmark). On garments at 5 minutes (3 seeds) batch 16 beat 4 with separate intervals (domain FID 0.59 vs
+    # 0.93, PSNR 19.94 vs 19.57 dB, SSIM 0.702 vs 0.687) and 32 beat 16 on PSNR; at 15 minutes 32 beat 16 on PSNR,
+    # SSIM and domain FID on each of 3 seeds, class accuracy a tie (README, "Pix2Pix: the batch size at the
+    # budget"). At equal images batch 4 is better (40k images, 3 seeds). At 64 px (facades-synth, 3 seeds) batch 4
+    # kept its lead: there a step is less overhead-bound.
+    size_presets = {"quick": {32: {"train.batch_size": 32}}}
+    task_presets = {"quick": {"edges2fashion": {"data.image_size": 32}}}
     default_preset = "quick"
     # pix2pix's (small) output diversity comes from dropout kept on at inference, as the paper does.
     abilities = Abilities(translates=True, stochastic=True, stochastic_options={"dropout": True}, ema=True)
