@@ -158,8 +158,10 @@ def _add_train(commands) -> None:
         "train",
         help="train a model on a task",
         description="Train a model family on a task. Settings resolve as: family defaults < --preset < the "
-        "preset's refinements for the task, where it has some (e.g. pix2pix's and cddim's quick presets for "
-        "edges2fashion) < options < --set; --dry-run prints the result. The resolved config is saved as "
+        "preset's refinements for the image size and then for the task, where it has some (e.g. pix2pix's quick "
+        "preset for images of 32 px or less; pix2pix's and cddim's for edges2fashion) < options < --set; "
+        "--dry-run prints the result. A folder task trains without the resize-and-crop jitter when its images "
+        "show objects on a plain background, with it otherwise (photos). The resolved config is saved as "
         "RUN/config.yaml; checkpoints go to RUN/checkpoints/.",
         epilog="example: genlab train pix2pix --task facades-synth --preset quick --steps 2000 "
         "--set net.gan_loss=lsgan",
@@ -207,7 +209,7 @@ def _add_train(commands) -> None:
     train.add_argument(
         "--load-size", type=int, help="resize to this size before the random crop (sets data.load_size; "
         "default: --size x the task's data.load_scale: 300/256 for photos, as pix2pix's 256 -> 286/300 jitter; 1, no "
-        "jitter, for Fashion-MNIST's centred garments)"
+        "jitter, for Fashion-MNIST's centred garments and folders of objects on a plain background)"
     )
     train.add_argument("--crop-size", type=int, help="random crop size = the model's image size (as --size)")
     train.add_argument(

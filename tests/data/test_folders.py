@@ -212,3 +212,50 @@ def test_write_aligned_pairs_round_trips(tmp_path):
     image = np.asarray(Image.open(path))
     assert image.shape == (16, 32, 3) and (image[:, :16, 0] == image[:, :16, 2]).all()
     assert (image[:, :16, 0] == source[0, 0].numpy()).all()
+
+
+def _centred_pair(path: Path, rng: np.random.Generator, size: int = 16) -> Path:
+    """An A|B pair of a random grey object centred on black (its outline on the left): a garment-like folder."""
+    pair = np.zeros((size, 2 * size), dtype=np.uint8)
+    low, high = size // 4, 3 * size // 4
+    pair[low:high, size + low : size + high] = rng.integers(60, 256)
+    pair[low, low:high] = pair[high - 1, low:high] = pair[low:high, low] = pair[low:high, high - 1] = 255
+    return _save(pair, path)
+
+
+def _save(pixels: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_folder_of_objects_on_a_plain_background_trains_without_the_jitter(tmp_path):
+    rng = np.random.default_rng(0)
+    for n in range(12):
+        _centred_pair(tmp_path / "objects" / "train" / f"{n}.png", rng)
+        _save(rng.integers(0, 256, (16, 32, 3), dtype=np.uint8), tmp_path / "photos" / "train" / f"{n}.png")
+    objects = _task(tmp_path / "objects", size=16)
+    assert objects.load_scale_note is None  # decided on first use, from the training images
+    assert (objects.load_scale, objects.load_size) == (1.0, 16)
+    assert "plain background" in objects.load_scale_note and "source 100%, target 100%" in objects.load_scale_note
+    assert "--set data.load_scale=1.171875 gives" in objects.load_scale_note  # how to jitter anyway
+    photos = _task(tmp_path / "photos", size=16)
+    assert (photos.load_scale, photos.load_size) == (300 / 256, 19)
+    assert photos.load_scale_note.startswith(f"folder:{tmp_path / 'photos'}: photos")
+    assert "--set data.load_scale=1 turns it off" in photos.load_scale_note
+    # the user's scale or load size wins, and then no image is read to decide
+    given = _task(tmp_path / "objects", size=16, load_scale=1.5)
+    sized = _task(tmp_path / "objects", size=16, load_size=20)
+    assert (given.load_scale, given.load_size, sized.load_size) == (1.5, 24, 20)
+    assert given.load_scale_note is None and not given._splits and not sized._splits
+
+
+def test_the_jitter_rule_needs_every_image_field_plain(tmp_path):
+    """A label map -> photo folder whose label maps have a plain border but whose photos do not is photos."""
+    rng = np.random.default_rng(1)
+    for n in range(6):
+        pair = np.zeros((16, 32), dtype=np.uint8)
+        pair[:, 16:] = rng.integers(0, 256, (16, 16))
+        _save(pair, tmp_path / "train" / f"{n}.png")
+    task = _task(tmp_path, size=16)
+    assert task.load_scale == 300 / 256 and "source 100%" in task.load_scale_note

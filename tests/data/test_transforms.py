@@ -3,6 +3,7 @@ batches are a pure function of (seed, step)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from genlab.config import DataConfig
@@ -147,3 +148,36 @@ def test_unpaired_domains_are_drawn_independently():
     task = Task(spec, lambda split: ImageSplit({"a": a, "b": b}), DataConfig(task="toy", image_size=8, load_size=8))
     batch = task.training_batch(step=0, batch_size=3, seed=0)
     assert batch["a"].shape == batch["b"].shape == (3, 1, 8, 8)
+
+
+def test_plain_border_share_counts_border_pixels_at_the_background_value():
+    from genlab.data.transforms import BORDER_TOLERANCE, plain_border_share
+
+    images = torch.zeros(4, 3, 16, 16, dtype=torch.uint8)  # a 1-pixel ring at 16 px: 60 border pixels an image
+    images[:, :, 4:12, 4:12] = 255  # the objects, inside the ring: not counted
+    images[0, :, 0, :15] = 200  # 15 border pixels of image 0 far from the background
+    images[1, 1, 15, :5] = 200  # 5 of image 1, off in one channel only: still not background
+    images[2, :, 5, 0] = BORDER_TOLERANCE  # within the tolerance: background
+    images[3, :, 6, 0] = BORDER_TOLERANCE + 1  # just beyond it
+    assert plain_border_share(images) == pytest.approx((240 - 15 - 5 - 1) / 240)
+    # the background is the border's commonest value, per channel (white here), not zero
+    assert plain_border_share(255 - images) == pytest.approx((240 - 15 - 5 - 1) / 240)
+    ring = torch.zeros(1, 1, 64, 64, dtype=torch.uint8)
+    ring[..., 4:60, 4:60] = 255  # at 64 px the ring is 64 // 16 = 4 pixels wide: all of it background
+    assert plain_border_share(ring) == 1.0
+    ring[..., 3, 30] = 255
+    assert plain_border_share(ring) == pytest.approx(1 - 1 / (64 * 64 - 56 * 56))
+    with pytest.raises(ValueError, match="uint8"):
+        plain_border_share(images.float())
+
+
+def test_plain_background_shares_read_the_image_fields_on_an_even_stride():
+    from genlab.data.transforms import BORDER_SAMPLE, plain_background_shares
+
+    count = 2 * BORDER_SAMPLE
+    photos = torch.randint(0, 256, (count, 1, 8, 8), dtype=torch.uint8)
+    # class-sorted: the first half on black, the second half noise; a stride covers both halves
+    photos[: count // 2] = 0
+    shares = plain_background_shares({"image": photos, "label": torch.zeros(count, dtype=torch.long)})
+    assert list(shares) == ["image"]  # labels are not images
+    assert 0.5 < shares["image"] < 0.56  # half the images plain, plus noise pixels within 10 levels of 0

@@ -81,6 +81,24 @@ def test_the_task_s_jitter_is_recorded_in_the_run(toy_task, tmp_path):
     assert document["config"]["data"]["load_scale"] == 300 / 256
 
 
+def test_a_folder_s_jitter_is_read_off_its_images_said_and_recorded(tmp_path, capsys):
+    """A folder of objects on black trains without the resize-and-crop jitter: the trainer says why (with the
+    setting that jitters anyway) and writes load_scale 1 into the run."""
+    from PIL import Image
+
+    for n in range(4):
+        pair = torch.zeros(8, 16, dtype=torch.uint8)
+        pair[2:6, 2:6], pair[2:6, 10:14] = 255, 40 * (n + 1)  # outline | object, centred on black
+        (tmp_path / "data" / "train").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pair.numpy()).save(tmp_path / "data" / "train" / f"{n}.png")
+    config = toy_config(steps=1)
+    config.data.task, config.data.image_size = f"folder:{tmp_path / 'data'}", 8
+    train(config, tmp_path / "run", progress=True)
+    said = capsys.readouterr()
+    assert "objects on a plain background" in said.out + said.err and "data.load_scale=1)" in said.out + said.err
+    assert resume_config(tmp_path / "run").data.load_scale == 1.0
+
+
 def test_keep_checkpoints_prunes_oldest(toy_task, tmp_path):
     config = toy_config(steps=12, keep_checkpoints=2)
     config.train.checkpoint_every = 2

@@ -20,6 +20,8 @@ from genlab.data.transforms import jitter_batch
 from genlab.utils import GenlabError, derive_seed, make_generator, uint8_to_signed
 
 TaskKind = Literal["paired", "unpaired", "labelled"]
+# Reads a task's training split and returns its jitter's resize factor and a sentence saying why.
+LoadScaleRule = Callable[["ImageSplit"], tuple[float, str]]
 SPLITS = ("train", "val", "test")
 
 # The fields each task kind yields (DESIGN.md section 3).
@@ -86,17 +88,22 @@ class Task:
         spec: TaskSpec,
         load_split: Callable[[str], ImageSplit],
         config: DataConfig | None = None,
-        default_load_scale: float = PHOTO_LOAD_SCALE,
+        default_load_scale: float | LoadScaleRule = PHOTO_LOAD_SCALE,
     ) -> None:
         """`default_load_scale` is the training jitter's resize factor where `config.load_scale` is unset: the
-        task's own (1 = no jitter for tasks whose test images are centred and uncropped)."""
+        task's own (1 = no jitter for tasks whose test images are centred and uncropped), or a rule that reads
+        it off the training split (folders: `load_scale_note` then says what it found)."""
         self.spec = spec
         self.config = config or DataConfig(task=spec.name, image_size=spec.image_size)
-        self.load_scale = default_load_scale if self.config.load_scale is None else self.config.load_scale
         self._load_split = load_split
         self._splits: dict[str, ImageSplit] = {}
-        load_size = self.load_size
-        if spec.image_size * 2 < load_size:
+        self._load_scale_rule = default_load_scale if callable(default_load_scale) else None
+        self._load_scale: float | None = self.config.load_scale
+        if self._load_scale is None and not callable(default_load_scale):
+            self._load_scale = default_load_scale
+        self.load_scale_note: str | None = None
+        known = self.config.load_size is not None or self._load_scale is not None  # without reading any image
+        if known and spec.image_size * 2 < (load_size := self.load_size):
             warnings.warn(
                 f"data.image_size {spec.image_size} is less than half of data.load_size {load_size}: each training "
                 "crop sees under a quarter of the image (was --size changed but not --load-size?)",
@@ -104,8 +111,19 @@ class Task:
             )
 
     @property
+    def load_scale(self) -> float:
+        """The training jitter's resize factor: the config's, the task's own, or its rule's reading of the
+        training split (decided on first use; the trainer records it in config.yaml, so a resume keeps it)."""
+        if self._load_scale is None:
+            assert self._load_scale_rule is not None
+            self._load_scale, self.load_scale_note = self._load_scale_rule(self.split("train"))
+        return self._load_scale
+
+    @property
     def load_size(self) -> int:
         """The size training images are resized to before their random crop of spec.image_size."""
+        if self.config.load_size is not None:
+            return self.config.load_size  # the scale (which a rule may have to read images for) is not needed
         return self.config.resolved_load_size(self.load_scale)
 
     def split(self, name: str) -> ImageSplit:

@@ -133,6 +133,8 @@ def _train_locked(
     seed_everything(config.seed)  # the same seed on every rank: identical initial weights
     task = get_task(config.data)
     config.data.load_scale = task.load_scale  # the task's jitter, recorded in config.yaml and the checkpoints
+    if dist.is_main and progress and task.load_scale_note:  # a folder's jitter, read off its images
+        tqdm.write(task.load_scale_note)
     model = build_model(config, task)
     model.check_budget(config.train.step_budget())  # e.g. ldm: a budget that ends before its diffusion stage
     if dist.is_main:
