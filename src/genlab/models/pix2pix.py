@@ -94,8 +94,8 @@ class Pix2Pix(GenerativeModel):
     # benchmark). On garments at 5 minutes (3 seeds) batch 16 beat 4 with separate intervals (domain FID 0.59 vs
     # 0.93, PSNR 19.94 vs 19.57 dB, SSIM 0.702 vs 0.687) and 32 beat 16 on PSNR; at 15 minutes 32 beat 16 on PSNR,
     # SSIM and domain FID on each of 3 seeds, class accuracy a tie (README, "Pix2Pix: the batch size at the
-    # budget"). At equal images batch 4 is better (40k images, 3 seeds). At 64 px (facades-synth, 3 seeds) batch 4
-    # kept its lead: there a step is less overhead-bound.
+    # budget"). At equal images batch 4 is better (40k images, 3 seeds). On facades-synth at its 1.5-minute budget
+    # (3 seeds) batch 4 tied 8 and 16 at 64 px, where a step is less overhead-bound, and 32 tied 4 at 32 px.
     size_presets = {"quick": {32: {"train.batch_size": 32}}}
     task_presets = {"quick": {"edges2fashion": {"data.image_size": 32}}}
     default_preset = "quick"
