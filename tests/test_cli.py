@@ -46,9 +46,10 @@ def test_data_list_show_and_export(capsys, tmp_path):
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert rows["facades-synth"].split()[1:4] == ["paired", "any", "yes"]
     assert "fashion-mnist" in rows and "facades" in rows and "folder:PATH" in rows
-    code, _, _ = run_cli(capsys, "data", "show", "facades-synth", "--out", tmp_path / "grid.png", "--count", "3",
-                         "--size", "32")
+    code, out, _ = run_cli(capsys, "data", "show", "facades-synth", "--out", tmp_path / "grid.png", "--count", "3",
+                           "--size", "32")
     assert code == 0 and Image.open(tmp_path / "grid.png").size[0] > 3 * 32
+    assert "training jitter: resize to 38 px, random 32 px crop, horizontal flips\n" in out
     code, _, _ = run_cli(capsys, "data", "export", "facades-synth", "--out", tmp_path / "export", "--size", "16")
     assert code == 0
     exported = sorted((tmp_path / "export" / "test").iterdir())

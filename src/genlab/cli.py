@@ -135,6 +135,11 @@ def _data_show(args) -> int:
     rows = [task.prepare({key: split.fields[key][:count]})[key] for key in image_keys]
     save_grid(rows, args.out, scale=max(1, 128 // task.spec.image_size))
     print(f"wrote {args.out}: {count} {args.split} items of {task.spec.name} ({' | '.join(FIELDS[task.spec.kind])})")
+    # A folder reads its jitter off its training images; load_scale_note then says what it found.
+    jitter = [f"resize to {task.load_size} px, random {task.spec.image_size} px crop"] if task.load_scale != 1 else []
+    jitter += ["horizontal flips"] if task.config.flip else []
+    note = f" ({task.load_scale_note})" if task.load_scale_note else ""
+    print(f"training jitter: {', '.join(jitter) or 'none'}{note}")
     return 0
 
 
