@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("build").add_argument("out", type=Path)
     commands.add_parser("score").add_argument("runs", nargs="+")
     args = parser.parse_args(argv)
-    build(args.out) if args.command == "build" else score(args.runs)
+    if args.command == "build":
+        build(args.out)
+    else:
+        score(args.runs)
 
 
 if __name__ == "__main__":

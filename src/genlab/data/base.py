@@ -99,7 +99,7 @@ class Task:
         self._splits: dict[str, ImageSplit] = {}
         self._load_scale_rule = default_load_scale if callable(default_load_scale) else None
         self._load_scale: float | None = self.config.load_scale
-        if self._load_scale is None and not callable(default_load_scale):
+        if self._load_scale is None and self._load_scale_rule is None:
             self._load_scale = default_load_scale
         self.load_scale_note: str | None = None
         known = self.config.load_size is not None or self._load_scale is not None  # without reading any image
