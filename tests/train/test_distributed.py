@@ -12,15 +12,19 @@ from genlab.train.distributed import Distributed
 
 pytest.importorskip("accelerate", reason="multi-process training needs accelerate (pip install 'genlab[distributed]')")
 
-# Run by torchrun on each rank: a tiny pix2pix at 16 px, then every rank saves the weights it ended with.
+# Run by torchrun on each rank: a tiny pix2pix at 16 px, then every rank saves the weights it ended with, and
+# at exit whether the process group is still open (registered before `train`, so atexit runs it after genlab's
+# handler: an open group at finalisation can abort a process that trained fine).
 RANK_SCRIPT = textwrap.dedent(
     """
-    import os, sys
+    import atexit, os, sys
     import torch
     from genlab.runs import build_run_config
     from genlab.train.trainer import train
 
     run_dir, steps, dumps, norm = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    exit_record = os.path.join(dumps, f"open_at_exit{os.environ['RANK']}.txt")
+    atexit.register(lambda: open(exit_record, "w").write(str(torch.distributed.is_initialized())))
     overrides = ["net.width=4", "net.dropout=0.0", "train.checkpoint_every=2", "train.sample_every=2",
                  "train.log_every=1", "train.device=cpu", f"net.norm={norm}"]
     config = build_run_config("pix2pix", "quick", {"data.image_size": 16, "train.batch_size": 2}, overrides)
@@ -63,6 +67,8 @@ def _train_in_two_processes(tmp_path, norm: str) -> tuple[dict, dict]:
                str(script), str(run_dir), "2", str(dumps), norm]
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr[-3000:]
+    for rank in (0, 1):  # each rank left the process group before its interpreter was torn down
+        assert (dumps / f"open_at_exit{rank}.txt").read_text() == "False", rank
     return tuple(torch.load(dumps / f"rank{rank}.pt") for rank in (0, 1))
 
 

@@ -15,11 +15,16 @@ What each rank does (the trainer follows it):
   ranks only read (the checkpoint, on resume). Evaluation hooks run on rank 0 only, between two steps;
 - control: losses are averaged across ranks every step (so a NaN on any rank stops every rank at the same step),
   and "keep going" (budget and Ctrl-C/SIGTERM) is agreed by all ranks, so no rank waits on a collective that the
-  others never reach.
+  others never reach;
+- exit: each process leaves the process group when its interpreter exits (an atexit handler), not at the end of
+  `train`, so a process may train several runs (a benchmark) in one group. Leaving it while Python is still alive
+  matters: gloo's worker threads otherwise free their tensors during finalisation and the process can abort
+  ("terminate called without an active exception", SIGABRT) after a run that succeeded.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +73,8 @@ class Distributed:
             )
         # Mixed precision stays genlab's own (Runtime.autocast), so Accelerate is asked for none.
         accelerator = Accelerator(cpu=device_name == "cpu" or not torch.cuda.is_available(), mixed_precision="no")
+        atexit.unregister(leave_process_group)  # registered once, however many runs this process trains
+        atexit.register(leave_process_group)
         return Distributed(
             accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator=accelerator
         )
@@ -159,14 +166,11 @@ class Distributed:
         value = torch.tensor([0.0 if flag else 1.0], device=self.device)
         return float(self.accelerator.reduce(value, reduction="sum")) == 0.0
 
-    def barrier(self) -> None:
-        if self.several:
-            self.accelerator.wait_for_everyone()
 
-    def close(self) -> None:
-        """Leave the process group (at the end of `train`)."""
-        if self.several:
-            import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+def leave_process_group() -> None:
+    """Destroy the default process group, if one is open (run at interpreter exit; see the module's "exit")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
