@@ -103,7 +103,9 @@ def l1_unet(monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_cddim():
     """train(run, *overrides, steps=4): a tiny facades-synth cddim run at 16 px that keeps a checkpoint per step
-    (the diffusion sweeps and probes read them); returns its folder. Later overrides win over earlier ones."""
+    (the diffusion sweeps and probes read them); returns its folder. Later overrides win over earlier ones. The
+    value prior, which cddim's quick preset turns on at 32 px and below, is off unless an override turns it on
+    (the value-prior probe reads a run trained without it)."""
     from genlab.runs import build_run_config
     from genlab.train.trainer import train
 
@@ -112,7 +114,8 @@ def tiny_cddim():
             "cddim", "quick", {"data.task": "facades-synth", "data.image_size": 16, "train.steps": steps,
                                "train.batch_size": 2},
             ["net.base_width=8", "net.channel_mults=[1,2]", "net.timesteps=20", "net.sample_steps=3",
-             "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2", *overrides],
+             "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.preview_count=2",
+             "net.value_prior=false", *overrides],
         )
         train(config, run, progress=False)
         return run

@@ -34,7 +34,7 @@ def test_a_preset_refines_itself_for_the_task_under_explicit_options(monkeypatch
     assert build_run_config("cvae", "paper", {"data.task": "fashion-mnist"}).train.batch_size == 100  # quick only
 
 
-def test_cddim_quick_trains_garments_at_the_measured_batch_and_facades_as_before():
+def test_cddim_quick_trains_32_px_pairs_at_the_garment_settings_and_64_px_facades_as_before():
     garments = build_run_config("cddim", "quick", {"data.task": "edges2fashion"})
     assert (garments.data.image_size, garments.train.batch_size, garments.net.lr) == (32, 32, 1e-3)
     assert (garments.net.autoguide_at, garments.net.log_sigma_normal, garments.net.autoguidance) == (0.5, (0.5, 1.0), 2)
@@ -45,6 +45,16 @@ def test_cddim_quick_trains_garments_at_the_measured_batch_and_facades_as_before
     assert not facades.net.value_prior and not build_run_config("ddpm", "quick").net.value_prior
     mine = build_run_config("cddim", "quick", {"data.task": "edges2fashion", "train.batch_size": 8})
     assert (mine.train.batch_size, mine.net.autoguide_at) == (8, 0.5)  # only what the user gave is theirs
+    # The garment settings follow the size, whatever the task: a folder of 32 px pairs gets them all.
+    folder = build_run_config("cddim", "quick", {"data.task": "folder:/data/edges", "data.image_size": 32})
+    garment_settings = (garments.train.batch_size, garments.net.autoguide_at, garments.net.log_sigma_normal,
+                        garments.net.autoguidance, garments.net.value_prior)
+    assert (folder.train.batch_size, folder.net.autoguide_at, folder.net.log_sigma_normal,
+            folder.net.autoguidance, folder.net.value_prior) == garment_settings
+    wider = build_run_config("cddim", "quick", {"data.task": "folder:/data/edges", "data.image_size": 48})
+    assert (wider.train.batch_size, wider.net.log_sigma_normal, wider.net.value_prior) == (8, None, False)
+    plain = build_run_config("cddim", "quick", {"data.image_size": 32}, ["net.value_prior=false"])
+    assert (plain.net.value_prior, plain.net.log_sigma_normal) == (False, (0.5, 1.0))  # a --set wins
 
 
 def test_pix2pix_quick_trains_32_px_images_at_batch_32_and_64_px_at_batch_4():
