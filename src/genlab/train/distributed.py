@@ -167,7 +167,6 @@ class Distributed:
         return float(self.accelerator.reduce(value, reduction="sum")) == 0.0
 
 
-
 def leave_process_group() -> None:
     """Destroy the default process group, if one is open (run at interpreter exit; see the module's "exit")."""
     import torch.distributed as dist
