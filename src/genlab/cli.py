@@ -163,8 +163,8 @@ def _add_train(commands) -> None:
         "train",
         help="train a model on a task",
         description="Train a model family on a task. Settings resolve as: family defaults < --preset < the "
-        "preset's refinements for the image size and then for the task, where it has some (e.g. pix2pix's quick "
-        "preset for images of 32 px or less; pix2pix's and cddim's for edges2fashion) < options < --set; "
+        "preset's refinements for the image size and then for the task, where it has some (e.g. pix2pix's and "
+        "cddim's quick presets for images of 32 px or less, and edges2fashion's 32 px) < options < --set; "
         "--dry-run prints the result. A folder task trains without the resize-and-crop jitter when its images "
         "show objects on a plain background, with it otherwise (photos). The resolved config is saved as "
         "RUN/config.yaml; checkpoints go to RUN/checkpoints/.",
