@@ -11,6 +11,7 @@ import random
 import re
 import shutil
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.stat().st_size == 0:
         raise GenlabError(f"{path}: checkpoint is empty (0 bytes)")
     try:
-        document = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle's header makes torch warn about its protocol before the load fails (or returns
+            # something checked below): noise beside genlab's own error, so it is not shown.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            document = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's message advises weights_only=False, which would run the file's code: it is never repeated.
         refused = re.search(r"GLOBAL ([\w.]+)", str(error))

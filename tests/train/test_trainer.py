@@ -1,4 +1,5 @@
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -195,6 +196,16 @@ def test_damaged_checkpoints_get_clear_errors(tmp_path):
     garbage.write_bytes(b"\x80\x02not a checkpoint at all")
     with pytest.raises(GenlabError, match="garbage.pt: not a readable genlab checkpoint"):
         ckpt.load_checkpoint(garbage)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_foreign_pickle_gets_genlab_s_error_and_no_torch_warning(tmp_path):
+    # Any pickle protocol but 2 makes torch's weights-only unpickler warn before it fails on the header; the
+    # user should see genlab's one-line error, not torch's advice to "file an issue" (found by the fuzz test).
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_bytes(pickle.dumps({"format_version": 1}, protocol=4))
+    with pytest.raises(GenlabError, match=r"foreign.pt: not a readable genlab checkpoint \((?!UserWarning)"):
+        ckpt.load_checkpoint(foreign)
 
 
 SCRIPT = textwrap.dedent(
