@@ -296,23 +296,41 @@ def _fold_taps(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tens
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row parity, column parity) of the folded kernels, in their order
 
 
+def _phase_slices(out_channels: int, height: int, width: int) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """(where in the phases, where in the output) of each phase (r, c): its H x W window of the (B, 4 C_out, H+1,
+    W+1) phases, and rows r::2, columns c::2 of the first C_out channels of the (B, C_out + C_skip, 2H, 2W) output.
+    The forward copies from the first to the second; the backward copies the gradient the other way."""
+    every = slice(None)
+    return [
+        (
+            (every, slice(index * out_channels, (index + 1) * out_channels), slice(row, row + height),
+             slice(col, col + width)),
+            (every, slice(None, out_channels), slice(row, None, 2), slice(col, None, 2)),
+        )
+        for index, (row, col) in enumerate(PHASES)
+    ]
+
+
+def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-d tensor laid out so (and not also contiguous), else the contiguous format."""
+    channels_last = tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _interleave_phases(
     phases: torch.Tensor, skip: torch.Tensor | None, out_channels: int, height: int, width: int
 ) -> torch.Tensor:
     """Write phase (r, c) of `phases` (B, 4 C_out, H+1, W+1) at rows r::2, columns c::2 of one (B, C_out + C_skip,
     2H, 2W) buffer in the phases' memory format, and `skip` into its last channels."""
-    batch = phases.shape[0]
-    channels_last = phases.is_contiguous(memory_format=torch.channels_last) and not phases.is_contiguous()
     skip_channels = 0 if skip is None else skip.shape[1]
     out = torch.empty(
-        (batch, out_channels + skip_channels, 2 * height, 2 * width),
+        (phases.shape[0], out_channels + skip_channels, 2 * height, 2 * width),
         dtype=phases.dtype,
         device=phases.device,
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+        memory_format=_memory_format(phases),
     )
-    for index, (row, col) in enumerate(PHASES):
-        block = phases[:, index * out_channels : (index + 1) * out_channels]
-        out[:, :out_channels, row::2, col::2] = block[:, :, row : row + height, col : col + width]
+    for in_phases, in_out in _phase_slices(out_channels, height, width):
+        out[in_out] = phases[in_phases]
     if skip is not None:
         out[:, out_channels:] = skip
     return out
@@ -328,22 +346,19 @@ class _InterleavePhases(torch.autograd.Function):
     def forward(
         ctx: Any, phases: torch.Tensor, skip: torch.Tensor | None, out_channels: int, height: int, width: int
     ) -> torch.Tensor:
-        ctx.geometry = (phases.shape, out_channels, height, width, skip is not None)
-        ctx.channels_last = phases.is_contiguous(memory_format=torch.channels_last) and not phases.is_contiguous()
+        ctx.geometry = (phases.shape, _memory_format(phases), out_channels, height, width, skip is not None)
         return _interleave_phases(phases, skip, out_channels, height, width)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        phases_shape, out_channels, height, width, has_skip = ctx.geometry
+        phases_shape, layout, out_channels, height, width, has_skip = ctx.geometry
         grad_phases = grad_skip = None
         if ctx.needs_input_grad[0]:
-            layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
             grad_phases = torch.empty(
                 phases_shape, dtype=grad_out.dtype, device=grad_out.device, memory_format=layout
             ).zero_()
-            for index, (row, col) in enumerate(PHASES):
-                block = grad_phases[:, index * out_channels : (index + 1) * out_channels]
-                block[:, :, row : row + height, col : col + width] = grad_out[:, :out_channels, row::2, col::2]
+            for in_phases, in_out in _phase_slices(out_channels, height, width):
+                grad_phases[in_phases] = grad_out[in_out]
         if has_skip and ctx.needs_input_grad[1]:
             grad_skip = grad_out[:, out_channels:]
         return grad_phases, grad_skip, None, None, None
