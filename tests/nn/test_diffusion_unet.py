@@ -284,3 +284,17 @@ def test_upsample_with_a_skip_is_the_concatenation_and_its_gradients(layout, kin
     got_grads = torch.autograd.grad(got, inputs, upstream)
     for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_upsample_with_a_skip_passes_the_skip_its_gradient_when_nothing_else_needs_one():
+    """The interleave's own backward computes only the gradients asked for: with the conv frozen and x a constant,
+    the skip still gets its slice of the output's gradient (and the phases none)."""
+    from genlab.nn.diffusion_unet import Upsample
+
+    module = Upsample(5, "nearest-conv").double().requires_grad_(False)
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    skip = torch.randn(2, 3, 6, 8, dtype=torch.float64, requires_grad=True)
+    got = module(x, skip)
+    upstream = torch.randn_like(got)
+    (grad_skip,) = torch.autograd.grad(got, [skip], upstream)
+    torch.testing.assert_close(grad_skip, upstream[:, 5:], rtol=0, atol=0)
